@@ -1,0 +1,7 @@
+"""``python -m jobpulse`` is the ``jobpulse`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,422 @@
+"""The verbs adapters speak: a run started, a run finished, a run was recorded by someone else.
+
+Adapters (Celery, RQ, asyncio, ``@jobpulse.job``) only translate a framework's
+lifecycle into these calls; spans, metrics, logs, budgets and the watchdog are
+all here. Every verb is safe to call with odd input and never raises into the
+job (failures are counted in ``jobpulse.telemetry.errors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from . import _guard, _runtime
+from . import _names as n
+from ._context import current
+from ._registry import JobKey
+from ._run import (
+    FAILED_OUTCOMES,
+    Action,
+    Budget,
+    BudgetExceeded,
+    JobRun,
+    Outcome,
+    coerce_pair,
+)
+from ._textsafe import error_type_of, safe_str
+
+_log = logging.getLogger(n.LOGGER_NAME)
+_EMPTY_CONTEXT = otel_context.Context()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def resolve_budget(
+    job_name: str, job_budget: Budget | None = None, framework_budget: Budget | None = None
+) -> Budget:
+    """The budget a run gets: ``budgets`` option > the job's own > framework > default."""
+    rt = _runtime.get()
+    budget = Budget()
+    if rt is not None:
+        budget = budget.over(rt.settings.budget_for(job_name))
+    budget = budget.over(job_budget).over(framework_budget)
+    if rt is not None:
+        budget = budget.over(rt.settings.default_budget)
+    return budget
+
+
+def _links(producer: trace.SpanContext | None, extra: Sequence[trace.SpanContext]) -> list[Link]:
+    links = []
+    for ctx in (producer, *extra):
+        if ctx is not None and ctx.is_valid:
+            links.append(Link(ctx))
+    return links
+
+
+def begin_run(
+    job_name: str,
+    *,
+    system: str,
+    job_id: str | None = None,
+    run_id: str | None = None,
+    attempt: int = 1,
+    queue: str = "",
+    job_budget: Budget | None = None,
+    framework_budget: Budget | None = None,
+    enforce: bool | None = None,
+    producer: trace.SpanContext | None = None,
+    links: Sequence[trace.SpanContext] = (),
+    queue_wait: float | None = None,
+    redelivered: bool | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    code_function: str | None = None,
+    record_metrics: bool = True,
+    activate: bool = True,
+    worker: str | None = None,
+) -> JobRun | None:
+    """Start a run: a span in a new trace linked to its producer, registered with the
+    watchdog, made current (``activate``) so steps and heartbeats find it.
+
+    Returns None when jobpulse is not instrumented or failed internally.
+    ``record_metrics=False`` is for processes that may be recycled (pool children,
+    work horses): the long-lived parent counts the run with :func:`count_run`.
+    """
+    rt = _runtime.get()
+    if rt is None:
+        return None
+    with _guard.never_raise("run.begin"):
+        settings = rt.settings
+        budget = resolve_budget(job_name, job_budget, framework_budget)
+        hb_interval = settings.heartbeat_interval
+        if budget.heartbeat_timeout is not None:
+            hb_interval = min(hb_interval, 0.8 * budget.heartbeat_timeout)
+        run = JobRun(
+            job_name=job_name,
+            job_id=job_id or new_id(),
+            run_id=run_id or new_id(),
+            attempt=max(1, int(attempt)),
+            system=system,
+            queue=queue or "",
+            budget=budget,
+            enforce=settings.enforce if enforce is None else enforce,
+            hb_interval=hb_interval,
+            thread_id=threading.get_ident(),
+            record_metrics=record_metrics,
+            code_function=code_function,
+        )
+        attrs: dict[str, Any] = {
+            n.JOB_NAME: job_name,
+            n.JOB_ID: run.job_id,
+            n.RUN_ID: run.run_id,
+            n.ATTEMPT: run.attempt,
+            n.SYSTEM: system,
+        }
+        if queue:
+            attrs[n.QUEUE_NAME] = queue
+        if budget.max_runtime is not None:
+            attrs[n.BUDGET_MAX_RUNTIME] = float(budget.max_runtime)
+        if budget.heartbeat_timeout is not None:
+            attrs[n.BUDGET_HEARTBEAT_TIMEOUT] = float(budget.heartbeat_timeout)
+        if queue_wait is not None:
+            queue_wait = max(0.0, float(queue_wait))
+            attrs[n.QUEUE_WAIT] = queue_wait
+        if redelivered is not None:
+            attrs[n.REDELIVERED] = bool(redelivered)
+        if code_function:
+            attrs[n.CODE_FUNCTION_NAME] = code_function
+        if worker:
+            attrs[n.MESSAGING_CLIENT_ID] = worker
+            run.extra_attributes[n.MESSAGING_CLIENT_ID] = worker
+        if attributes:
+            attrs.update(attributes)
+
+        if producer is None and system in ("function", "asyncio"):
+            ambient = trace.get_current_span().get_span_context()
+            producer = ambient if ambient.is_valid else None
+        parent = _EMPTY_CONTEXT
+        if settings.continue_trace and producer is not None and producer.is_valid:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
+        run.span = rt.tracer.start_span(
+            job_name, context=parent, kind=kind, attributes=attrs, links=_links(producer, links)
+        )
+        rt.registry.add(run)
+        if activate:
+            run.ctx_token = current.set(run)
+            run.otel_token = otel_context.attach(trace.set_span_in_context(run.span))
+        if record_metrics:
+            key = (job_name, system, run.queue)
+            rt.instruments.job_attrs(key)
+            if queue_wait is not None:
+                rt.instruments.record_queue_wait(key, queue_wait)
+        if _log.isEnabledFor(logging.INFO):
+            emit_log(run, logging.INFO, "run started")
+        return run
+    return None
+
+
+def end_run(
+    run: JobRun | None,
+    outcome: Outcome | str,
+    action: Action | str | None = None,
+    exc: BaseException | None = None,
+    *,
+    error_type: str | None = None,
+) -> None:
+    """Finish a run: outcome and action on the span, metrics, the ``run finished`` line.
+
+    The first recorder wins: a second call for the same run is ignored (Celery
+    reports a hard time limit twice; it is one run).
+    """
+    if run is None or run.ended:
+        return
+    run.ended = True
+    rt = _runtime.get()
+    try:
+        if rt is None:
+            return
+        with _guard.never_raise("run.end"):
+            _finish(rt, run, Outcome(outcome), None if action is None else Action(action), exc,
+                    error_type)  # fmt: skip
+    finally:
+        if run.otel_token is not None:
+            _safe_detach(run.otel_token)
+            run.otel_token = None
+        if run.ctx_token is not None:
+            try:
+                current.reset(run.ctx_token)
+            except ValueError:  # reset from another context (thread hand-off): clear it
+                current.set(None)
+            run.ctx_token = None
+        if rt is not None:
+            rt.registry.remove(run)
+
+
+def _safe_detach(token: Any) -> None:
+    try:
+        otel_context.detach(token)
+    except Exception:  # noqa: BLE001 - detaching in another context logs; never raise
+        pass
+
+
+def _finish(
+    rt: _runtime.Runtime,
+    run: JobRun,
+    outcome: Outcome,
+    action: Action | None,
+    exc: BaseException | None,
+    error_type: str | None,
+) -> None:
+    duration = time.monotonic() - run.started_mono
+    if isinstance(exc, BudgetExceeded) or (
+        run.cancel_requested_at is not None and outcome in (Outcome.ERROR, Outcome.CANCELLED)
+    ):
+        outcome = Outcome.TIMEOUT
+    action = coerce_pair(outcome, action)
+    if outcome in FAILED_OUTCOMES and error_type is None:
+        error_type = error_type_of(exc) if exc is not None else outcome.value
+    span = run.span
+    if span is not None:
+        if run.heartbeat_count > run.last_event_beat:
+            from ._api import heartbeat_event_attributes
+
+            span.add_event(n.EVENT_HEARTBEAT, heartbeat_event_attributes(run, {}))
+        end_attrs: dict[str, Any] = {
+            n.OUTCOME: outcome.value,
+            n.ACTION: action.value,
+            n.HEARTBEAT_COUNT: run.heartbeat_count,
+        }
+        if run.processed is not None:
+            end_attrs[n.PROGRESS_PROCESSED] = run.processed
+        if run.total is not None:
+            end_attrs[n.PROGRESS_TOTAL] = run.total
+        if error_type is not None:
+            end_attrs[n.ERROR_TYPE] = error_type
+        span.set_attributes(end_attrs)
+        if outcome in FAILED_OUTCOMES:
+            if exc is not None:
+                span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
+    if run.record_metrics:
+        rt.instruments.record_run(
+            (run.job_name, run.system, run.queue), outcome, action, error_type, duration
+        )
+    level = logging.ERROR if outcome in FAILED_OUTCOMES else logging.INFO
+    if _log.isEnabledFor(level):
+        emit_log(run, level, "run finished", {
+            n.OUTCOME: outcome.value, n.ACTION: action.value,
+            **({n.ERROR_TYPE: error_type} if error_type else {}),
+        })  # fmt: skip
+    if span is not None:
+        span.end()
+
+
+def count_run(
+    job_name: str,
+    *,
+    system: str,
+    queue: str = "",
+    outcome: Outcome | str,
+    action: Action | str | None = None,
+    exc: BaseException | None = None,
+    error_type: str | None = None,
+    duration: float | None = None,
+    queue_wait: float | None = None,
+) -> None:
+    """Count a run in this (long-lived) process's metrics, without a span.
+
+    For a parent process (Celery's main worker, RQ's worker) counting the runs
+    its children executed and traced.
+    """
+    rt = _runtime.get()
+    if rt is None:
+        return
+    with _guard.never_raise("run.count"):
+        outcome = Outcome(outcome)
+        act = coerce_pair(outcome, None if action is None else Action(action))
+        if outcome in FAILED_OUTCOMES and error_type is None:
+            error_type = error_type_of(exc) if exc is not None else outcome.value
+        key: JobKey = (job_name, system, queue or "")
+        rt.instruments.job_attrs(key)
+        if queue_wait is not None:
+            rt.instruments.record_queue_wait(key, max(0.0, queue_wait))
+        rt.instruments.record_run(key, outcome, act, error_type, duration)
+
+
+def record_run(
+    job_name: str,
+    *,
+    system: str,
+    outcome: Outcome | str,
+    action: Action | str | None = None,
+    exc: BaseException | None = None,
+    error_type: str | None = None,
+    job_id: str | None = None,
+    run_id: str | None = None,
+    attempt: int = 1,
+    queue: str = "",
+    started_at: float | None = None,
+    producer: trace.SpanContext | None = None,
+    kind: SpanKind = SpanKind.CONSUMER,
+    attributes: Mapping[str, Any] | None = None,
+    framework_budget: Budget | None = None,
+    record_metrics: bool = True,
+    worker: str | None = None,
+) -> None:
+    """Record a run that some other process executed and cannot report itself.
+
+    A pool child killed by its hard time limit or SIGKILL, a work horse that
+    died, a job revoked before it started: whoever noticed records it. The span
+    starts at ``started_at`` (unix seconds) when known, else now; a ``lost`` run
+    records no duration.
+    """
+    rt = _runtime.get()
+    if rt is None:
+        return
+    with _guard.never_raise("run.record"):
+        outcome = Outcome(outcome)
+        budget = resolve_budget(job_name, None, framework_budget)
+        act = coerce_pair(outcome, None if action is None else Action(action))
+        if outcome in FAILED_OUTCOMES and error_type is None:
+            error_type = error_type_of(exc) if exc is not None else outcome.value
+        now = time.time()
+        start = started_at if started_at is not None and started_at <= now else now
+        attrs: dict[str, Any] = {
+            n.JOB_NAME: job_name,
+            n.JOB_ID: job_id or new_id(),
+            n.RUN_ID: run_id or new_id(),
+            n.ATTEMPT: max(1, int(attempt)),
+            n.SYSTEM: system,
+            n.OUTCOME: outcome.value,
+            n.ACTION: act.value,
+        }
+        if queue:
+            attrs[n.QUEUE_NAME] = queue
+        if budget.max_runtime is not None:
+            attrs[n.BUDGET_MAX_RUNTIME] = float(budget.max_runtime)
+        if budget.heartbeat_timeout is not None:
+            attrs[n.BUDGET_HEARTBEAT_TIMEOUT] = float(budget.heartbeat_timeout)
+        if error_type is not None:
+            attrs[n.ERROR_TYPE] = error_type
+        if worker:
+            attrs[n.MESSAGING_CLIENT_ID] = worker
+        if attributes:
+            attrs.update(attributes)
+        parent = _EMPTY_CONTEXT
+        if rt.settings.continue_trace and producer is not None and producer.is_valid:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
+        span = rt.tracer.start_span(
+            job_name,
+            context=parent,
+            kind=kind,
+            attributes=attrs,
+            links=_links(producer, ()),
+            start_time=int(start * 1e9),
+        )
+        if outcome in FAILED_OUTCOMES:
+            if exc is not None:
+                span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
+        if record_metrics:
+            key: JobKey = (job_name, system, queue or "")
+            rt.instruments.job_attrs(key)
+            duration = None if outcome is Outcome.LOST or started_at is None else now - start
+            rt.instruments.record_run(key, outcome, act, error_type, duration)
+        level = logging.ERROR if outcome in FAILED_OUTCOMES else logging.INFO
+        if _log.isEnabledFor(level):
+            fields = {k: v for k, v in attrs.items() if k != n.SYSTEM}
+            fields[n.ELAPSED] = now - start
+            _log_in_span(span, level, "run finished", fields)
+        span.end()
+
+
+def _log_in_span(span: Any, level: int, msg: str, fields: Mapping[str, Any]) -> None:
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        _log.log(level, msg, extra=dict(fields))
+    finally:
+        _safe_detach(token)
+
+
+def run_fields(run: JobRun) -> dict[str, Any]:
+    """The identity and progress fields every log line of a run carries."""
+    fields: dict[str, Any] = {
+        n.JOB_NAME: run.job_name,
+        n.RUN_ID: run.run_id,
+        n.JOB_ID: run.job_id,
+        n.ATTEMPT: run.attempt,
+        n.ELAPSED: time.monotonic() - run.started_mono,
+    }
+    if run.queue:
+        fields[n.QUEUE_NAME] = run.queue
+    if run.steps:
+        fields[n.STEP_NAME] = run.steps[-1]
+    if run.processed is not None:
+        fields[n.PROGRESS_PROCESSED] = run.processed
+    if run.total is not None:
+        fields[n.PROGRESS_TOTAL] = run.total
+    fields.update(run.extra_attributes)
+    return fields
+
+
+def emit_log(run: JobRun, level: int, msg: str, fields: Mapping[str, Any] | None = None) -> None:
+    """One structured line about a run, correlated with its span from any thread."""
+    extra = run_fields(run)
+    if fields:
+        extra.update(fields)
+    span = run.span
+    if span is not None and trace.get_current_span() is not span:
+        _log_in_span(span, level, msg, extra)
+    else:
+        _log.log(level, msg, extra=extra)
