@@ -297,7 +297,7 @@ class _Scope:
 def _end_span(span: Any, exc: BaseException | None, error: bool) -> None:
     if error:
         if exc is not None:
-            span.record_exception(exc)
+            _lifecycle.record_exception(span, exc)
         span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
     span.end()
 

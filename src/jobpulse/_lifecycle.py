@@ -203,6 +203,27 @@ def end_run(
             rt.registry.remove(run)
 
 
+def record_exception(span: Any, exc: BaseException) -> None:
+    """``span.record_exception`` for any exception, even one whose ``__str__`` raises."""
+    try:
+        span.record_exception(exc)
+    except Exception:  # noqa: BLE001 - the SDK calls str(exc); build the event ourselves
+        import traceback
+
+        try:
+            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:  # noqa: BLE001
+            stack = ""
+        span.add_event(
+            "exception",
+            {
+                "exception.type": error_type_of(exc),
+                "exception.message": safe_str(exc),
+                "exception.stacktrace": safe_str(stack, 16_384),
+            },
+        )
+
+
 def _safe_detach(token: Any) -> None:
     try:
         otel_context.detach(token)
@@ -246,7 +267,7 @@ def _finish(
         span.set_attributes(end_attrs)
         if outcome in FAILED_OUTCOMES:
             if exc is not None:
-                span.record_exception(exc)
+                record_exception(span, exc)
             span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
     if run.record_metrics:
         rt.instruments.record_run(
@@ -366,7 +387,7 @@ def record_run(
         )
         if outcome in FAILED_OUTCOMES:
             if exc is not None:
-                span.record_exception(exc)
+                record_exception(span, exc)
             span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
         if record_metrics:
             key: JobKey = (job_name, system, queue or "")

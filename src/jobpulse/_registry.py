@@ -54,10 +54,12 @@ class Registry:
     def add(self, run: JobRun) -> None:
         with self._lock:
             self.runs[run.run_id] = run
+            self._snapshot = None
 
     def remove(self, run: JobRun) -> None:
         with self._lock:
             self.runs.pop(run.run_id, None)
+            self._snapshot = None
 
     def active(self) -> list[JobRun]:
         with self._lock:
@@ -73,10 +75,10 @@ class Registry:
             self._reported.clear()
             self._snapshot = None
 
-    def snapshot(self, max_age: float = 0.25) -> Snapshot:
+    def snapshot(self, max_age: float = 0.05) -> Snapshot:
         """Gauge values for every job with active runs, and a final 0 for those that just
-        stopped having any. Reused for ``max_age`` seconds so the gauges of one collection
-        agree with each other."""
+        stopped having any. Reused for ``max_age`` seconds (until a run starts or ends) so
+        the gauges of one collection agree with each other."""
         now = time.monotonic()
         cached = self._snapshot
         if cached is not None and now - cached.taken < max_age:
