@@ -1,0 +1,1 @@
+"""``jobpulse demo``: a small in-process worker whose jobs show each failure mode."""
