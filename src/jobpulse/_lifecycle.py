@@ -9,9 +9,9 @@ job (failures are counted in ``jobpulse.telemetry.errors``).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,13 +33,22 @@ from ._run import (
     coerce_pair,
 )
 from ._textsafe import error_type_of, safe_str
+from .guardrails import _hook as _guardrails
 
 _log = logging.getLogger(n.LOGGER_NAME)
 _EMPTY_CONTEXT = otel_context.Context()
 
 
+_getrandbits = random.getrandbits  # reseeded by the random module after fork
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A 128-bit random id as 32 hex digits (uuid4's entropy, a tenth of its cost)."""
+    return f"{_getrandbits(128):032x}"
+
+
+#: cleared by instrument()/uninstrument(): settings decide part of the answer
+budget_cache: dict[tuple[str, Budget | None, Budget | None], Budget] = {}
 
 
 def resolve_budget(
@@ -47,12 +56,19 @@ def resolve_budget(
 ) -> Budget:
     """The budget a run gets: ``budgets`` option > the job's own > framework > default."""
     rt = _runtime.get()
+    key = (job_name, job_budget, framework_budget)
+    cached = budget_cache.get(key)
+    if cached is not None:
+        return cached
     budget = Budget()
     if rt is not None:
         budget = budget.over(rt.settings.budget_for(job_name))
     budget = budget.over(job_budget).over(framework_budget)
     if rt is not None:
         budget = budget.over(rt.settings.default_budget)
+    if len(budget_cache) > 4096:
+        budget_cache.clear()
+    budget_cache[key] = budget
     return budget
 
 
@@ -247,6 +263,12 @@ def _finish(
     action = coerce_pair(outcome, action)
     if outcome in FAILED_OUTCOMES and error_type is None:
         error_type = error_type_of(exc) if exc is not None else outcome.value
+    if outcome in FAILED_OUTCOMES:  # guardrails: poison -> quarantine (docs/guardrails.md)
+        action = _guardrails.failed_run_action(
+            run=run, job_name=run.job_name, system=run.system, queue=run.queue,
+            job_id=run.job_id, run_id=run.run_id, attempt=run.attempt, outcome=outcome.value,
+            action=action, exc=exc, error_type=error_type,
+        )  # fmt: skip
     span = run.span
     if span is not None:
         if run.heartbeat_count > run.last_event_beat:
@@ -294,11 +316,15 @@ def count_run(
     error_type: str | None = None,
     duration: float | None = None,
     queue_wait: float | None = None,
+    job_id: str | None = None,
+    run_id: str | None = None,
+    attempt: int = 1,
 ) -> None:
     """Count a run in this (long-lived) process's metrics, without a span.
 
     For a parent process (Celery's main worker, RQ's worker) counting the runs
-    its children executed and traced.
+    its children executed and traced. ``job_id``/``run_id``/``attempt`` let the
+    guardrails classify a failure the same way the child did.
     """
     rt = _runtime.get()
     if rt is None:
@@ -308,6 +334,12 @@ def count_run(
         act = coerce_pair(outcome, None if action is None else Action(action))
         if outcome in FAILED_OUTCOMES and error_type is None:
             error_type = error_type_of(exc) if exc is not None else outcome.value
+        if outcome in FAILED_OUTCOMES:
+            act = _guardrails.failed_run_action(
+                job_name=job_name, system=system, queue=queue or "", job_id=job_id,
+                run_id=run_id, attempt=attempt, outcome=outcome.value, action=act, exc=exc,
+                error_type=error_type,
+            )  # fmt: skip
         key: JobKey = (job_name, system, queue or "")
         rt.instruments.job_attrs(key)
         if queue_wait is not None:
@@ -353,10 +385,20 @@ def record_run(
             error_type = error_type_of(exc) if exc is not None else outcome.value
         now = time.time()
         start = started_at if started_at is not None and started_at <= now else now
+        job_id = job_id or new_id()
+        run_id = run_id or new_id()
+        guard_attrs: dict[str, Any] = {}
+        if outcome in FAILED_OUTCOMES:
+            act = _guardrails.failed_run_action(
+                job_name=job_name, system=system, queue=queue or "", job_id=job_id,
+                run_id=run_id, attempt=attempt, outcome=outcome.value, action=act, exc=exc,
+                error_type=error_type, attributes=guard_attrs,
+            )  # fmt: skip
         attrs: dict[str, Any] = {
+            **guard_attrs,
             n.JOB_NAME: job_name,
-            n.JOB_ID: job_id or new_id(),
-            n.RUN_ID: run_id or new_id(),
+            n.JOB_ID: job_id,
+            n.RUN_ID: run_id,
             n.ATTEMPT: max(1, int(attempt)),
             n.SYSTEM: system,
             n.OUTCOME: outcome.value,

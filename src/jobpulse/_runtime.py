@@ -154,6 +154,7 @@ def instrument(_exporters: _otel.Exporters | None = None, **options: Any) -> Run
                 _log.debug("jobpulse.instrument() called again; the first call's settings stay")
             return _runtime
         settings = load_settings(options)
+        _clear_caches()
         rt = Runtime(settings, _registry, _exporters)
         _guard.set_counter(rt.instruments.record_telemetry_error)
         _install_log_handlers(rt)
@@ -195,6 +196,13 @@ def _uninstrument_locked() -> None:
         _otel.stop_prometheus()
     _runtime = None
     _registry.clear()
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    from ._lifecycle import budget_cache
+
+    budget_cache.clear()
 
 
 def uninstrument() -> None:
