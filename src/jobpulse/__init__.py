@@ -21,6 +21,7 @@ from ._config import ConfigurationError
 from ._context import current_run
 from ._run import Budget, BudgetExceeded
 from ._version import VERSION
+from .guardrails.once import once
 
 __version__ = VERSION
 
@@ -34,6 +35,7 @@ __all__ = [
     "heartbeat",
     "instrument",
     "job",
+    "once",
     "step",
     "uninstrument",
 ]

@@ -25,6 +25,7 @@ from . import _names as n
 from ._context import current
 from ._run import Action, Budget, BudgetExceeded, JobRun, Outcome
 from ._textsafe import attribute_value, safe_str
+from .guardrails._notes import note_inputs, note_step
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger(n.LOGGER_NAME)
@@ -177,6 +178,7 @@ def job(
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
+                note_inputs(exc, args, kwargs)  # guardrails: input fingerprint
                 _lifecycle.end_run(run, *_failure(exc, run), exc)
                 raise
             over = _over_budget(run)
@@ -337,6 +339,7 @@ class step(_Scope):
         if entry is None:
             return None
         run, span, token = entry
+        note_step(exc, self.name)  # guardrails: the step a run failed in
         with _guard.never_raise("step"):
             if run.steps and run.steps[-1] == self.name:
                 run.steps.pop()

@@ -207,6 +207,12 @@ def _passthrough(setting: str, raw: Any, from_env: bool) -> Any:
     return raw
 
 
+def _guardrails(setting: str, raw: Any, from_env: bool) -> Any:
+    from .guardrails.config import parse
+
+    return parse(setting, raw, from_env)
+
+
 _Parser = Callable[[str, Any, bool], Any]
 
 #: setting -> (parser, default, readable from the environment)
@@ -226,6 +232,8 @@ _TABLE: dict[str, tuple[_Parser, Any, bool]] = {
     "record_args": (_record_args, None, True),
     "prometheus_port": (_port, None, True),
     "prometheus_host": (_passthrough, "0.0.0.0", True),
+    "guardrails": (_guardrails, None, True),
+    "detect_dependencies": (_bool, True, True),
     "tracer_provider": (_passthrough, None, False),
     "meter_provider": (_passthrough, None, False),
     "logger_provider": (_passthrough, None, False),
@@ -251,6 +259,8 @@ class Settings:
     record_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     prometheus_port: int | None = None
     prometheus_host: str = "0.0.0.0"
+    guardrails: Any = None  # jobpulse.guardrails.Guardrails
+    detect_dependencies: bool = True
     tracer_provider: Any = None
     meter_provider: Any = None
     logger_provider: Any = None

@@ -108,3 +108,12 @@ OTHER: Final = "_OTHER"
 MAX_ERROR_TYPES_PER_JOB: Final = 50
 MAX_DEPENDENCY_NAMES: Final = 100
 MAX_HEARTBEAT_EVENTS: Final = 100
+
+# -- guardrails (docs/guardrails.md) -----------------------------------------
+FAILURE_CLASS: Final = "jobpulse.failure.class"  # transient | poison | unknown
+FAILURE_REASON: Final = "jobpulse.failure.reason"
+ERROR_FINGERPRINT: Final = "jobpulse.error.fingerprint"
+EVENT_ONCE: Final = "jobpulse.once"
+ONCE_KEY: Final = "jobpulse.once.key"
+ONCE_RESULT: Final = "jobpulse.once.result"
+DEPENDENCY_CALL_SITE: Final = "jobpulse.dependency.call_site"

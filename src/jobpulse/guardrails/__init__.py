@@ -1,0 +1,45 @@
+"""Guardrails: poison classification and quarantine, safe re-runs, unbounded calls.
+
+- Every failed run is classified ``transient``, ``poison`` or ``unknown``
+  (:mod:`.classify`); poison runs get ``jobpulse.action = quarantine``.
+- ``instrument(guardrails=Guardrails(enforce=True, ...))`` sets poison runs aside
+  with an operator payload (:mod:`.quarantine`); adapters call
+  :func:`should_quarantine` and :func:`quarantine`.
+- :func:`once` runs a side effect at most once per key (:mod:`.once`).
+
+See ``docs/guardrails.md``.
+"""
+
+from __future__ import annotations
+
+from .classify import Classification, Failure, Verdict, fingerprint
+from .config import Guardrails, Rules
+from .once import OnceInProgress, OnceUnknownProgress, once
+from .quarantine import (
+    MemoryStore,
+    Payload,
+    QuarantineStore,
+    RedisStore,
+    quarantine,
+    should_quarantine,
+    store_for,
+)
+
+__all__ = [
+    "Classification",
+    "Failure",
+    "Guardrails",
+    "MemoryStore",
+    "OnceInProgress",
+    "OnceUnknownProgress",
+    "Payload",
+    "QuarantineStore",
+    "RedisStore",
+    "Rules",
+    "Verdict",
+    "fingerprint",
+    "once",
+    "quarantine",
+    "should_quarantine",
+    "store_for",
+]
