@@ -89,7 +89,9 @@ def test_forked_child_exports_its_spans_without_duplicating_parent_metrics(otlp:
         (p.value, p.resource.get("service.instance.id")) for p in fails
     ]
     child_spans = [
-        s for s in otlp.run_spans("WireExport") if s.resource.get("service.instance.id") != parent_instance
+        s
+        for s in otlp.run_spans("WireExport")
+        if s.resource.get("service.instance.id") != parent_instance
     ]
     assert len(child_spans) == 1
 
