@@ -21,7 +21,7 @@ from ._config import ConfigurationError
 from ._context import current_run
 from ._run import Budget, BudgetExceeded
 from ._version import VERSION
-from .guardrails.once import once
+from .guardrails._once import once
 
 __version__ = VERSION
 

@@ -101,6 +101,7 @@ def begin_run(
     record_metrics: bool = True,
     activate: bool = True,
     worker: str | None = None,
+    span: trace.Span | None = None,
 ) -> JobRun | None:
     """Start a run: a span in a new trace linked to its producer, registered with the
     watchdog, made current (``activate``) so steps and heartbeats find it.
@@ -108,6 +109,9 @@ def begin_run(
     Returns None when jobpulse is not instrumented or failed internally.
     ``record_metrics=False`` is for processes that may be recycled (pool children,
     work horses): the long-lived parent counts the run with :func:`count_run`.
+    ``span``: use this already started span as the run span instead of starting one
+    (another instrumentation's span for the same run, so there is one span per run):
+    the run's attributes and links are added to it and ``end_run`` calls its ``end()``.
     """
     rt = _runtime.get()
     if rt is None:
@@ -164,9 +168,15 @@ def begin_run(
         parent = _EMPTY_CONTEXT
         if settings.continue_trace and producer is not None and producer.is_valid:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
-        run.span = rt.tracer.start_span(
-            job_name, context=parent, kind=kind, attributes=attrs, links=_links(producer, links)
-        )
+        if span is None:
+            run.span = rt.tracer.start_span(
+                job_name, context=parent, kind=kind, attributes=attrs, links=_links(producer, links)
+            )
+        else:
+            span.set_attributes(attrs)
+            for link in _links(producer, links):
+                span.add_link(link.context)
+            run.span = span
         rt.registry.add(run)
         if activate:
             run.ctx_token = current.set(run)

@@ -12,10 +12,8 @@ See ``docs/guardrails.md``.
 
 from __future__ import annotations
 
-from .classify import Classification, Failure, Verdict, fingerprint
-from .config import Guardrails, Rules
-from .once import OnceInProgress, OnceUnknownProgress, once
-from .quarantine import (
+from ._once import OnceInProgress, OnceUnknownProgress, once
+from ._quarantine import (
     MemoryStore,
     Payload,
     QuarantineStore,
@@ -24,6 +22,8 @@ from .quarantine import (
     should_quarantine,
     store_for,
 )
+from .classify import Classification, Failure, Verdict, fingerprint
+from .config import Guardrails, Rules
 
 __all__ = [
     "Classification",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _unknown_progress(exc: BaseException | None) -> bool:
-    from .once import OnceUnknownProgress
+    from ._once import OnceUnknownProgress
 
     seen = 0
     while exc is not None and seen < 16:
@@ -93,7 +93,7 @@ def failed_run_action(
 def _enforce_in_process(cfg: Any, run: JobRun, c: Any, exc: BaseException | None) -> None:
     """In-process jobs have no framework to stop retries: storing the payload is all."""
     from ._notes import failed_step, inputs
-    from .quarantine import (
+    from ._quarantine import (
         IN_PROCESS_SYSTEMS,
         enforced,
         handled,
