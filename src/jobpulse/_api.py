@@ -163,6 +163,7 @@ def job(
                 return await drive_coroutine(
                     fn(*args, **kwargs), job_name, queue=q, budget=budget, enforce=enforce,
                     code_function=code_function,
+                    attributes=_lifecycle.args_attributes(job_name, fn, args, kwargs),
                 )  # fmt: skip
 
             return run_async  # type: ignore[return-value]
@@ -174,6 +175,7 @@ def job(
             run = _lifecycle.begin_run(
                 job_name, system="function", queue=q, job_budget=budget, enforce=enforce,
                 code_function=code_function,
+                attributes=_lifecycle.args_attributes(job_name, fn, args, kwargs),
             )  # fmt: skip
             try:
                 result = fn(*args, **kwargs)
@@ -201,6 +203,7 @@ async def drive_coroutine(
     budget: Budget | None = None,
     enforce: bool | None = None,
     code_function: str | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> Any:
     """Await ``coro`` as one run of ``job_name`` (system ``asyncio``) in the current task.
 
@@ -209,7 +212,7 @@ async def drive_coroutine(
     """
     run = _lifecycle.begin_run(
         job_name, system="asyncio", queue=queue, job_budget=budget, enforce=enforce,
-        code_function=code_function,
+        code_function=code_function, attributes=attributes,
     )  # fmt: skip
     if run is not None:
         run.task = asyncio.current_task()

@@ -72,6 +72,38 @@ def resolve_budget(
     return budget
 
 
+ARG_PREFIX = "jobpulse.job.arg."
+
+
+def args_attributes(
+    job_name: str, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The job arguments the user allowed for this job (``record_args``), as attributes.
+
+    Nothing is recorded unless the job's allow-list names the argument: job
+    arguments carry customer data and secrets more often than not.
+    """
+    rt = _runtime.get()
+    if rt is None or not rt.settings.record_args:
+        return None
+    allowed = rt.settings.args_allowed(job_name)
+    if not allowed:
+        return None
+    with _guard.never_raise("run.args"):
+        import inspect
+
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        return arg_values(allowed, bound.arguments)
+    return None
+
+
+def arg_values(allowed: Sequence[str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``jobpulse.job.arg.<name>`` for each allowed name present, as bounded attribute values."""
+    from ._textsafe import attribute_value
+
+    return {ARG_PREFIX + name: attribute_value(values[name]) for name in allowed if name in values}
+
+
 def _links(producer: trace.SpanContext | None, extra: Sequence[trace.SpanContext]) -> list[Link]:
     links = []
     for ctx in (producer, *extra):

@@ -62,7 +62,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     """
 
     def __init__(self, exporter: SpanExporter, max_queue_size: int) -> None:
-        super().__init__(exporter, max_queue_size=max_queue_size)
+        batch = min(max_queue_size, int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
+        super().__init__(exporter, max_queue_size=max_queue_size, max_export_batch_size=batch)
         self._max_queue = max_queue_size
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -382,7 +383,8 @@ def shutdown_owned(providers: Providers, timeout: float) -> bool:
 
 def set_instance_id(providers: Providers, instance_id: str) -> None:
     """Give a forked child a stable ``service.instance.id`` (node name and pool index)."""
-    for provider in (providers.tracer_provider, providers.logger_provider):
+    providers_ = (providers.tracer_provider, providers.logger_provider, providers.meter_provider)
+    for provider in providers_:
         update = getattr(provider, "_update_resource", None)
         if update is not None:
             update(Resource({"service.instance.id": instance_id}))

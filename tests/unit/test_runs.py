@@ -367,3 +367,23 @@ def test_active_span_inside_a_run_is_the_run_or_its_step() -> None:
         step = next(s for s in cap.spans if s.name == "S")
         assert inner == run.context.span_id
         assert in_step == step.context.span_id
+
+
+def test_job_arguments_are_recorded_only_when_allowed_per_job() -> None:
+    with capture(record_args={"Charge": ["order_id"]}) as cap:
+
+        @jobpulse.job("Charge")
+        def charge(order_id: int, card_number: str) -> None:
+            pass
+
+        @jobpulse.job("Refund")
+        def refund(order_id: int, card_number: str) -> None:
+            pass
+
+        charge(17, card_number="4111111111111111")
+        refund(18, "4111111111111111")
+        by_job = {s.name: dict(s.attributes) for s in cap.run_spans()}
+    assert by_job["Charge"]["jobpulse.job.arg.order_id"] == 17
+    for attrs in by_job.values():
+        assert not any("4111" in str(v) for v in attrs.values())
+    assert not any(k.startswith("jobpulse.job.arg.") for k in by_job["Refund"])
