@@ -22,6 +22,7 @@ from ._quarantine import (
     should_quarantine,
     store_for,
 )
+from ._release import ReleaseError, drop, release
 from .classify import Classification, Failure, Verdict, fingerprint
 from .config import Guardrails, Rules
 
@@ -35,11 +36,14 @@ __all__ = [
     "Payload",
     "QuarantineStore",
     "RedisStore",
+    "ReleaseError",
     "Rules",
     "Verdict",
+    "drop",
     "fingerprint",
     "once",
     "quarantine",
+    "release",
     "should_quarantine",
     "store_for",
 ]
