@@ -1,0 +1,153 @@
+"""The forking ``Worker``: a work horse per job, and the parent that outlives it.
+
+The horse traces the run (spans, steps, heartbeats) but records no counters:
+it ends with ``os._exit`` after one job. Before exiting it
+
+* writes one line to a pipe the parent opened before the fork: the job name
+  and what it recorded (outcome, action, error type, duration, queue wait),
+  so the parent counts the run in its own long-lived metrics, with no metrics
+  export in the job's path;
+* flushes its spans and logs, bounded by ``flush_timeout``. Metrics are
+  flushed too only for a run that outlived one metric export interval: its
+  gauges (active, stalled) were exported, so their final 0 must be.
+
+A horse that never writes its line did not finish its run: the parent records
+it from RQ's verdict: ``cancelled`` (stopped on request), ``timeout`` (killed
+by the parent past ``job_timeout + 60`` s) or ``lost`` (SIGKILL, OOM, crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from ... import _guard, _lifecycle, _otel, _runtime
+from ..._run import Action, Outcome
+from . import _attrs, _runs
+
+#: grace RQ gives a horse past its timeout before the parent kills it
+KILL_GRACE = 60.0
+
+
+def open_pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    return read, write
+
+
+def close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def send_report(fd: int, job_name: str, result: Any, wait: float | None) -> None:
+    outcome, action, error_type, duration = result
+    line = json.dumps([job_name, outcome.value, action.value, error_type, duration, wait])
+    os.write(fd, line.encode("utf-8", "replace")[:60000])
+
+
+def read_report(fd: int) -> list[Any] | None:
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    if not data:
+        return None
+    report = json.loads(data.decode("utf-8", "replace"))
+    return report if isinstance(report, list) and len(report) == 6 else None
+
+
+def flush(rt: _runtime.Runtime, run_seconds: float | None) -> None:
+    """Export the horse's spans and logs before ``os._exit`` (bounded)."""
+    timeout = rt.settings.flush_timeout
+    if run_seconds is not None and run_seconds * 1000 >= _otel._metric_interval_ms():
+        rt.flush(timeout)
+        return
+    providers = rt.providers
+    millis = int(timeout * 1000)
+
+    def flush_traces_and_logs() -> None:
+        for provider in (providers.tracer_provider, providers.logger_provider):
+            fn = getattr(provider, "force_flush", None)
+            if fn is not None:
+                fn(millis)
+
+    _otel.run_bounded(flush_traces_and_logs, timeout, "adapter.rq.flush")
+
+
+def count(report: list[Any], queue: str, job_id: str, run_id: str | None, attempt: int) -> None:
+    """Count, in the parent, a run its horse recorded."""
+    name, outcome, action, error_type, duration, wait = report
+    _lifecycle.count_run(
+        str(name), system=_attrs.SYSTEM, queue=queue, outcome=outcome, action=action,
+        error_type=error_type, duration=duration, queue_wait=wait, job_id=job_id,
+        run_id=run_id, attempt=attempt,
+    )  # fmt: skip
+
+
+def record_unreported(
+    worker: Any, job: Any, queue: Any, state: _runs.RunState, started_at: float,
+    run_id: str | None, signal: int | None,
+) -> None:  # fmt: skip
+    """The horse ended without reporting: record the run from RQ's verdict."""
+    _runs.describe(job, queue, state)
+    status = job.get_status(refresh=False)
+    if status == _runs.STOPPED:
+        outcome, action = Outcome.CANCELLED, Action.NONE
+    else:
+        timeout = getattr(job, "timeout", None)
+        killed_late = (
+            isinstance(timeout, (int, float))
+            and timeout > 0
+            and time.time() - started_at >= timeout + KILL_GRACE
+        )
+        outcome = Outcome.TIMEOUT if killed_late else Outcome.LOST
+        action = Action.RETRY if status in _runs.REQUEUED else Action.STOP
+    attrs = dict(state.attrs)
+    if signal is not None:
+        attrs["rq.work_horse.signal"] = signal
+    _lifecycle.record_run(
+        state.job_name, system=_attrs.SYSTEM, outcome=outcome, action=action,
+        job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
+        started_at=started_at, producer=state.producer, kind=SpanKind.CONSUMER,
+        attributes=attrs, framework_budget=state.budget, worker=getattr(worker, "name", None),
+    )  # fmt: skip
+
+
+def record_spawned(
+    worker: Any, job: Any, queue: Any, state: _runs.RunState, started_at: float,
+    run_id: str | None,
+) -> None:  # fmt: skip
+    """A ``SpawnWorker`` horse is a fresh interpreter jobpulse does not run in: the
+    parent records the run from the status RQ saved."""
+    with _guard.never_raise("adapter.rq.spawned"):
+        status = job.get_status(refresh=True)
+        if status == _runs.FINISHED:
+            _runs.describe(job, queue, state)
+            _lifecycle.record_run(
+                state.job_name, system=_attrs.SYSTEM, outcome=Outcome.SUCCESS,
+                action=Action.NONE, job_id=job.id, run_id=run_id, attempt=state.attempt,
+                queue=state.queue, started_at=started_at, producer=state.producer,
+                attributes=state.attrs, framework_budget=state.budget,
+                worker=getattr(worker, "name", None),
+            )  # fmt: skip
+            return
+        if status == "failed" or status in _runs.REQUEUED:
+            _runs.describe(job, queue, state)
+            action = Action.RETRY if status in _runs.REQUEUED else Action.STOP
+            _lifecycle.record_run(
+                state.job_name, system=_attrs.SYSTEM, outcome=Outcome.ERROR, action=action,
+                job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
+                started_at=started_at, producer=state.producer, attributes=state.attrs,
+                framework_budget=state.budget, worker=getattr(worker, "name", None),
+            )  # fmt: skip
+            return
+        record_unreported(worker, job, queue, state, started_at, run_id, None)
