@@ -176,6 +176,9 @@ def instrument(_exporters: _otel.Exporters | None = None, **options: Any) -> Run
         except BaseException:
             _uninstrument_locked()
             raise
+        from .autodeps import install as install_autodeps
+
+        install_autodeps(rt)  # dependency calls inside runs (docs/guardrails.md)
         return rt
 
 
@@ -187,6 +190,9 @@ def _uninstrument_locked() -> None:
     from .adapters import uninstall_adapters
 
     uninstall_adapters(rt)
+    from .autodeps import uninstall as uninstall_autodeps
+
+    uninstall_autodeps()
     if rt.watchdog is not None:
         rt.watchdog.stop()
     _remove_log_handlers(rt)

@@ -58,7 +58,7 @@ def _release_rq(payload: Payload, connection: Any) -> str:
             raise ReleaseError(f"RQ job {job_id} no longer exists in Redis") from None
         if RQ_META_KEY in job.meta:
             job.meta.pop(RQ_META_KEY, None)
-            job.save_meta()
+            job.save_meta()  # type: ignore[no-untyped-call]
         try:
             job.requeue()
         except InvalidJobOperation:
