@@ -261,6 +261,30 @@ def end_run(
             rt.registry.remove(run)
 
 
+def abandon_run(run: JobRun | None) -> None:
+    """Forget a run without recording it: no span end, no metrics, no log line.
+
+    For a process being terminated in the middle of a run when the process that
+    terminates it records the run (Celery's main worker process after a hard time
+    limit, a revoke with ``terminate=True`` or a cold shutdown): one run, one record.
+    """
+    if run is None or run.ended:
+        return
+    run.ended = True
+    if run.otel_token is not None:
+        _safe_detach(run.otel_token)
+        run.otel_token = None
+    if run.ctx_token is not None:
+        try:
+            current.reset(run.ctx_token)
+        except ValueError:
+            current.set(None)
+        run.ctx_token = None
+    rt = _runtime.get()
+    if rt is not None:
+        rt.registry.remove(run)
+
+
 def record_exception(span: Any, exc: BaseException) -> None:
     """``span.record_exception`` for any exception, even one whose ``__str__`` raises."""
     try:
