@@ -105,8 +105,10 @@ def handle(args: argparse.Namespace) -> int:
         if command == "log":
             for entry in store.history(args.limit):
                 detail = entry.get("detail") or entry.get("reason") or ""
-                print(f"{_when(entry['ts'])}  {entry['action']:<10} {entry['id']}  "
-                      f"{entry['job']}  {detail}")  # fmt: skip
+                print(
+                    f"{_when(entry['ts'])}  {entry['action']:<10} {entry['id']}  "
+                    f"{entry['job']}  {detail}"
+                )
             return 0
     except ReleaseError as exc:
         print(f"jobpulse quarantine {command}: {exc}", file=sys.stderr)
@@ -125,8 +127,9 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "JOB", "SYSTEM", "ATTEMPTS", "ERROR", "STATUS", "LAST SEEN")]
     for p in entries:
-        rows.append((p.id, p.job, p.system, str(p.attempts), p.error_type, p.status,
-                     _when(p.last_seen)))  # fmt: skip
+        rows.append(
+            (p.id, p.job, p.system, str(p.attempts), p.error_type, p.status, _when(p.last_seen))
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

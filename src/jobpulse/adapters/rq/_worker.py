@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import _guard, _otel, _runtime
+from ...guardrails._adapters import rq_failed
 from . import _attrs, _horse, _runs
 
 _EXEC_ID = "_jobpulse_execution_id"
@@ -100,6 +101,7 @@ def handle_exception(original: Callable[..., Any]) -> Callable[..., Any]:
         state = job.__dict__.get(_STATE) if _runtime.get() is not None else None
         if state is not None and len(exc_info) > 1 and isinstance(exc_info[1], BaseException):
             state.exc = exc_info[1]
+            rq_failed(job, state.run, state.exc)  # guardrails enforce mode: no retry if poison
         return original(self, job, *exc_info)
 
     return handle
