@@ -33,8 +33,9 @@ def _secret_param(name: str) -> bool:
 def split_url(url: str) -> tuple[str, str | None, str, str]:
     """(``scheme://``, user info or None, host and path, query) of one URL.
 
-    The user info runs to the *last* ``@`` before the query: a password with an
-    unescaped ``/`` or ``@`` in it (not valid, but seen) still counts as user info.
+    The user info runs to the *last* ``@``: a password with an unescaped ``/``,
+    ``?``, ``#`` or ``@`` in it (not valid, but seen) still counts as user info.
+    Masking too much beats leaking. The fragment is dropped.
     """
     url = url.strip()
     scheme, sep, rest = url.partition("://")
@@ -42,12 +43,12 @@ def split_url(url: str) -> tuple[str, str | None, str, str]:
         scheme, rest = "", url
     else:
         scheme += sep
-    rest, qsep, query = rest.partition("?")
-    query = query.split("#", 1)[0]
     userinfo: str | None = None
     if "@" in rest:
         userinfo, rest = rest.rsplit("@", 1)
-    return scheme, userinfo, rest, query if qsep else ""
+    rest = rest.split("#", 1)[0]
+    rest, _qsep, query = rest.partition("?")
+    return scheme, userinfo, rest, query
 
 
 def _redact_one(url: str) -> str:
