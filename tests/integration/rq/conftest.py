@@ -115,10 +115,9 @@ class Workers:
     @staticmethod
     def kill(proc: subprocess.Popen[str]) -> None:
         """SIGKILL the worker's whole session (the worker, its horse, its scheduler)."""
-        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
-                       lambda: os.kill(proc.pid, signal.SIGKILL)):  # fmt: skip
+        for kill in (os.killpg, os.kill):
             try:
-                target()
+                kill(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -144,3 +143,31 @@ def workers(otlp: Receiver, redis: Redis) -> Iterator[Workers]:
         yield w
     finally:
         w.close()
+
+
+@pytest.fixture
+def producer() -> Iterator[Any]:
+    """This test process as an instrumented producer (spans kept in memory)."""
+    from jobpulse.testing import capture
+
+    with capture(raise_internal=True) as cap:
+        yield cap
+
+
+def send_span(cap: Any, job_id: str) -> Any:
+    """The producer span of a job (from :func:`producer`)."""
+    return next(
+        s for s in cap.spans if s.attributes and s.attributes.get("messaging.message.id") == job_id
+        and s.name.startswith("send ")
+    )  # fmt: skip
+
+
+def linked_to(span: Any, other: Any) -> bool:
+    """Does receiver span ``span`` link to the SDK span ``other``?"""
+    ctx = other.get_span_context()
+    return (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") in span.links
+
+
+def runs(otlp: Receiver, job: str, **attrs: Any) -> float:
+    """``jobpulse.job.runs`` of one job, summed over series (and processes)."""
+    return otlp.total("jobpulse.job.runs", **{"jobpulse.job.name": job, **attrs})

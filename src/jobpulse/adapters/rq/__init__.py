@@ -72,7 +72,10 @@ class RQAdapter:
 
             started = rq.registry.StartedJobRegistry
             p.wrap(started, "cleanup", _cleanup.cleanup)
-            p.wrap(started, "get_expired_job_ids", _cleanup.get_expired_job_ids)
+            _cleanup.STARTED = started
+            for cls in started.__mro__:  # defined on BaseRegistry in rq 2.x and 3.x
+                if p.wrap(cls, "get_expired_job_ids", _cleanup.get_expired_job_ids):
+                    break
         except BaseException:
             p.restore()
             raise

@@ -21,6 +21,9 @@ from ... import _guard, _lifecycle, _runtime
 from ..._run import Action, Outcome
 from . import _attrs, _runs
 
+#: rq.registry.StartedJobRegistry, set at install
+STARTED: Any = None
+
 _found: ContextVar[dict[str, tuple[Any, _runs.RunState]] | None] = ContextVar(
     "jobpulse_rq_abandoned", default=None
 )
@@ -46,7 +49,7 @@ def get_expired_job_ids(original: Callable[..., Any]) -> Callable[..., Any]:
     def expired(self: Any, *args: Any, **kwargs: Any) -> Any:
         ids = original(self, *args, **kwargs)
         found = _found.get()
-        if found is not None and ids:
+        if found is not None and ids and STARTED is not None and isinstance(self, STARTED):
             with _guard.never_raise("adapter.rq.abandoned"):
                 jobs = self.job_class.fetch_many(
                     ids, connection=self.connection, serializer=self.serializer

@@ -1,0 +1,95 @@
+"""Forking workers, simple workers and worker pools: every run traced, counted once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import Queue
+
+from tests.support.otlp import Receiver
+
+from . import jobs
+from .conftest import SIMPLE, Workers, linked_to, runs, send_span
+
+pytestmark = pytest.mark.integration
+EXPORT = "tests.integration.rq.jobs.export"
+
+
+def test_forking_worker_traces_every_horse_and_counts_each_run_once_in_the_parent(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    q = Queue("fork", connection=redis)
+    enqueued = [q.enqueue(jobs.export, 3) for _ in range(20)]
+    workers.run("fork", args=("-n", "forker"))
+
+    spans = otlp.wait_for(lambda r: len(r.run_spans(EXPORT)) == 20 and r.run_spans(EXPORT))
+    assert {s.attributes["jobpulse.outcome"] for s in spans} == {"success"}
+    assert {s.attributes["jobpulse.job.id"] for s in spans} == {j.id for j in enqueued}
+    for job in enqueued:
+        run = next(s for s in spans if s.attributes["jobpulse.job.id"] == job.id)
+        assert run.kind == 5  # CONSUMER
+        assert run.parent_span_id == ""  # a new trace ...
+        assert linked_to(run, send_span(producer, job.id))  # ... linked to the enqueue
+        assert run.attributes["jobpulse.attempt"] == 1
+        assert run.attributes["jobpulse.system"] == "rq"
+        assert run.attributes["jobpulse.progress.processed"] == 3
+        assert run.attributes["messaging.client.id"] == "forker"
+        assert run.attributes["jobpulse.queue.wait"] >= 0
+        children = {s.name for s in otlp.spans if s.parent_span_id == run.span_id}
+        assert children == {"ExportOrders", "http:VendorApi"}
+
+    # Counted exactly once, by the worker (not by 20 short-lived horses) ...
+    otlp.wait_for(lambda r: runs(r, EXPORT) >= 20, what="run counters")
+    counted = [
+        p for p in otlp.latest("jobpulse.job.runs", **{"jobpulse.job.name": EXPORT}) if p.value
+    ]
+    assert runs(otlp, EXPORT) == 20
+    assert runs(otlp, EXPORT, **{"jobpulse.outcome": "success", "jobpulse.action": "none"}) == 20
+    assert len({p.resource.get("service.instance.id") for p in counted}) == 1
+    assert otlp.total("jobpulse.job.queue.wait", **{"jobpulse.job.name": EXPORT}) == 20
+    (duration,) = otlp.latest("jobpulse.job.duration", **{"jobpulse.job.name": EXPORT})
+    assert duration.count == 20
+    # ... and the horses' spans carry the worker's stable instance id, not one per fork.
+    assert {s.resource.get("service.instance.id") for s in spans} == {
+        counted[0].resource.get("service.instance.id")
+    }
+
+
+def test_simple_worker_runs_jobs_in_process_and_counts_them_once(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    q = Queue("simple", connection=redis)
+    enqueued = [q.enqueue(jobs.export, 2) for _ in range(5)]
+    q.enqueue(jobs.fail)
+    workers.run("simple", worker_class=SIMPLE)
+
+    spans = otlp.wait_for(lambda r: len(r.run_spans(EXPORT)) == 5 and r.run_spans(EXPORT))
+    for job in enqueued:
+        run = next(s for s in spans if s.attributes["jobpulse.job.id"] == job.id)
+        assert linked_to(run, send_span(producer, job.id))
+    otlp.wait_for(lambda r: runs(r, EXPORT) >= 5, what="run counters")
+    assert runs(otlp, EXPORT) == 5
+    fail = "tests.integration.rq.jobs.fail"
+    (bad,) = otlp.wait_for(lambda r: r.run_spans(fail))
+    assert bad.attributes["jobpulse.outcome"] == "error"
+    assert bad.attributes["error.type"] == "ValueError"
+    assert bad.status_code == 2
+    otlp.wait_for(lambda r: runs(r, fail) >= 1, what="the failure counted")
+    assert runs(otlp, fail, **{"jobpulse.outcome": "error", "jobpulse.action": "stop"}) == 1
+    assert runs(otlp, fail) == 1
+
+
+def test_worker_pool_workers_trace_and_count_their_runs(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    q = Queue("pool", connection=redis)
+    enqueued = [q.enqueue(jobs.export, 1) for _ in range(8)]
+    workers.run("pool", pool=2)
+
+    spans = otlp.wait_for(lambda r: len(r.run_spans(EXPORT)) == 8 and r.run_spans(EXPORT))
+    assert {s.attributes["jobpulse.job.id"] for s in spans} == {j.id for j in enqueued}
+    # Pool workers end with os._exit: jobpulse flushes their counts at teardown.
+    otlp.wait_for(lambda r: runs(r, EXPORT) >= 8, what="run counters of both pool workers")
+    assert runs(otlp, EXPORT) == 8
