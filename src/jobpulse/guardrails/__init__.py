@@ -13,6 +13,7 @@ See ``docs/guardrails.md``.
 from __future__ import annotations
 
 from ._once import OnceInProgress, OnceUnknownProgress, once
+from ._once import resolve as resolve_once
 from ._quarantine import (
     MemoryStore,
     Payload,
@@ -44,6 +45,7 @@ __all__ = [
     "once",
     "quarantine",
     "release",
+    "resolve_once",
     "should_quarantine",
     "store_for",
 ]
