@@ -29,6 +29,10 @@ class BrokerUnavailable(Exception):
     """The broker could not be reached; the message is already free of credentials."""
 
 
+class ProbeFailure(Exception):
+    """An unexpected failure while sampling, its traceback text free of credentials."""
+
+
 class Source(Protocol):
     """A broker and the queues of one system on it.
 
@@ -43,6 +47,10 @@ class Source(Protocol):
     def sample(self, now: float) -> list[QueueSample]: ...
 
     def close(self) -> None: ...
+
+    def scrub(self, text: object) -> str:
+        """``text`` without the source's URLs and credentials."""
+        ...
 
 
 class OnceLog:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import _guard, _runtime
 from .._registry import QueueKey
-from ._base import BrokerUnavailable, QueueSample, Source, log
+from ._base import BrokerUnavailable, ProbeFailure, QueueSample, Source, log
 
 
 @dataclass
@@ -33,6 +34,17 @@ class _State:
     down_since: float | None = None
     last_error: str = ""
     queues: tuple[str, ...] | None = None
+
+
+def scrubbed(source: Source, exc: BaseException) -> ProbeFailure:
+    """``exc`` with its traceback as text, through the source's scrubber: the failure is
+    logged, and broker client messages may carry a URL."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        text = source.scrub(text)
+    except Exception:  # noqa: BLE001 - no scrubber: keep only the exception's type
+        text = type(exc).__name__
+    return ProbeFailure(text)
 
 
 class Sampler:
@@ -80,7 +92,7 @@ class Sampler:
         except Exception as exc:  # noqa: BLE001 - a bug here must not end the loop
             self._forget(state)
             self._close(source)
-            _guard.report("probe", exc)
+            _guard.report("probe", scrubbed(source, exc))
             return None
         if state.down_since is not None:
             log.info(
@@ -121,7 +133,7 @@ class Sampler:
         try:
             source.close()
         except Exception as exc:  # noqa: BLE001
-            _guard.report("probe", exc)
+            _guard.report("probe", scrubbed(source, exc))
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> None:

@@ -97,6 +97,10 @@ class CeleryRabbitMQSource:
     def __repr__(self) -> str:
         return f"CeleryRabbitMQSource({self.broker!r})"
 
+    def scrub(self, text: object) -> str:
+        """``text`` without this source's URLs and credentials."""
+        return self._scrub(text)
+
     # -- connection ---------------------------------------------------------
     def _channel(self) -> Any:
         if self._chan is not None:
@@ -183,7 +187,7 @@ class CeleryRabbitMQSource:
 
     # -- sampling -------------------------------------------------------------
     def _declare(self, queue: str) -> int | None:
-        """Ready messages in ``queue``, or None when it does not exist."""
+        """Ready messages in ``queue``, or None when it does not exist or cannot be read."""
         chan = self._channel()
         conn_errors: tuple[type[BaseException], ...] = tuple(self._conn.connection_errors)
         chan_errors: tuple[type[BaseException], ...] = tuple(self._conn.channel_errors)
@@ -192,7 +196,7 @@ class CeleryRabbitMQSource:
         except conn_errors as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {self._scrub(exc)}") from None
         except chan_errors as exc:
-            self._chan = None  # the broker closed the channel (404)
+            self._chan = None  # the broker closed the channel (404, 403, ...)
             if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
                 self._once(
                     f"missing:{queue}",
@@ -201,15 +205,27 @@ class CeleryRabbitMQSource:
                     "until it does",
                     queue, self.broker,
                 )  # fmt: skip
-                return None
-            raise
+            else:
+                self._once(
+                    f"missing:{queue}",
+                    logging.WARNING,
+                    "jobpulse probe: cannot read celery queue %r on %s (%s: %s); no sample for "
+                    "it until it can be read",
+                    queue, self.broker, type(exc).__name__, self._scrub(exc),
+                )  # fmt: skip
+            return None
         self._once.reset(f"missing:{queue}")
         return int(count)
 
     def sample(self, now: float) -> list[QueueSample]:
         if self._conn is None:
             self._conn = _connection(self.url, self.timeout)
-        errors: tuple[type[BaseException], ...] = (OSError, *self._conn.connection_errors)
+        # a refused login arrives as a channel-level error (403) while connecting
+        errors: tuple[type[BaseException], ...] = (
+            OSError,
+            *self._conn.connection_errors,
+            *self._conn.channel_errors,
+        )
         try:
             self._channel()
         except errors as exc:

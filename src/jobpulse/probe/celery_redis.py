@@ -101,6 +101,10 @@ class CeleryRedisSource:
     def __repr__(self) -> str:
         return f"CeleryRedisSource({self.broker!r})"
 
+    def scrub(self, text: object) -> str:
+        """``text`` without this source's URL and credentials."""
+        return self._scrub(text)
+
     def keys_of(self, queue: str) -> list[str]:
         """The Redis lists holding ``queue``'s messages, one per priority step."""
         return [

@@ -74,6 +74,10 @@ class RQRedisSource:
     def __repr__(self) -> str:
         return f"RQRedisSource({self.broker!r}, key_prefix={self.key_prefix!r})"
 
+    def scrub(self, text: object) -> str:
+        """``text`` without this source's URL and credentials."""
+        return self._scrub(text)
+
     def _names(self, client: Any) -> list[str]:
         names = dict.fromkeys(self.queues)
         if self.discover:

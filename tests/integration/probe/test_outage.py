@@ -4,13 +4,15 @@ reconnects by itself, and the password appears nowhere."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytest
 
-from jobpulse import _runtime
-from jobpulse.probe import Sampler
+from jobpulse import _guard, _runtime
+from jobpulse.probe import QueueSample, Sampler, Scrubber, Source, redact_url
+from jobpulse.probe.celery_rabbitmq import CeleryRabbitMQSource
 from jobpulse.probe.celery_redis import CeleryRedisSource
 from jobpulse.probe.rq_redis import RQRedisSource
 
@@ -106,3 +108,55 @@ def test_redis_outage_reported_once_and_reconnected(
         assert secret not in str(point.attributes)
         assert secret not in str(point.resource)
     assert any("redis://***@127.0.0.1" in line for line in errors(otlp))
+
+
+def test_wrong_credentials_are_an_outage_without_the_password(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "wr0ng-Passw0rd"
+    sources: list[Source] = [
+        RQRedisSource(own_redis.url.replace(own_redis.password, wrong), timeout=2),
+        CeleryRabbitMQSource(f"amqp://guest:{wrong}@127.0.0.1:5672//", timeout=2),
+    ]
+    sampler = Sampler(sources, interval=1)
+    with caplog.at_level(logging.INFO, logger="jobpulse"):
+        try:
+            for _ in range(3):
+                assert [samples for _src, samples in sampler.sample_once()] == [None, None]
+        finally:
+            sampler.stop()
+    lines = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(lines) == 2  # once per outage, per broker
+    assert "AuthenticationError" in lines[0]
+    assert "ACCESS_REFUSED" in lines[1]
+    assert not [r for r in caplog.records if wrong in r.getMessage() + str(r.exc_info)]
+
+
+class Broken:
+    """A source with a bug whose message carries its URL."""
+
+    system = "rq"
+    url = "redis://:hunter2-secret@127.0.0.1:1/0"
+    broker = redact_url(url)
+
+    def sample(self, now: float) -> list[QueueSample]:
+        raise ValueError(f"bad reply from {self.url}")
+
+    def close(self) -> None:
+        pass
+
+    def scrub(self, text: object) -> str:
+        return Scrubber([self.url])(text)
+
+
+@pytest.mark.allow_internal_errors
+def test_a_bug_is_counted_and_logged_without_the_url(caplog: pytest.LogCaptureFixture) -> None:
+    before = _guard.counts().get("probe", 0)
+    sampler = Sampler([Broken()], interval=1)
+    with caplog.at_level(logging.WARNING, logger="jobpulse"):
+        assert sampler.sample_once() == [(sampler.sources[0], None)]
+        assert sampler.sample_once() == [(sampler.sources[0], None)]
+    sampler.stop()
+    assert _guard.counts().get("probe", 0) == before + 2
+    text = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert "hunter2-secret" not in text
