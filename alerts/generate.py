@@ -100,7 +100,10 @@ def load_config(
 ) -> dict[str, Any]:
     """The asset configuration, with ``overrides`` deep-merged over it (tests use this)."""
     with (path or CONFIG_PATH).open(encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
+        loaded = yaml.safe_load(fh)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path or CONFIG_PATH}: not a mapping")
+    cfg: dict[str, Any] = loaded
     if overrides:
         cfg = deep_merge(cfg, overrides)
     _validate(cfg)
@@ -258,9 +261,7 @@ def _no_recent_success(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any
 def _never_succeeded(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any]) -> list[Rule]:
     window = spec["window"]
     expr = (
-        f"sum by ({q.job}) (increase({q.sel(RUNS)}[{window}])) > 0\n"
-        f"unless on ({q.job})\n"
-        f"{LATCHED}"
+        f"sum by ({q.job}) (increase({q.sel(RUNS)}[{window}])) > 0\nunless on ({q.job})\n{LATCHED}"
     )
     return [
         Rule(
@@ -268,7 +269,7 @@ def _never_succeeded(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any])
             expr,
             "A job finishes runs but has never succeeded.",
             f"{JOB_DESC} finished {{{{ $value | humanize }}}} attempts in the last {window} and "
-            f"no success of it has ever been recorded (for at least {spec['for']}).",
+            f"has never succeeded (threshold: no recorded success at all, for {spec['for']}).",
             _job_dashboard(cfg),
         )
     ]
@@ -300,9 +301,7 @@ def _high_failure_ratio(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, An
     ]
 
 
-def _backlog_no_progress(
-    cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any]
-) -> list[Rule]:
+def _backlog_no_progress(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any]) -> list[Rule]:
     age = str(spec["oldest_age"])
     w = spec["window"]
     oldest = q.sel("jobpulse_queue_oldest_age_seconds")
@@ -325,9 +324,9 @@ def _backlog_no_progress(
             "JobpulseBacklogNoProgress",
             expr,
             "A queue has work waiting and nothing on it finishes.",
-            f"{{{{ $value }}}} messages wait in {QUEUE_DESC}, the oldest for longer than {age} "
-            f"(or of unknown age), and no run of any job on it finished in the last {w}. Every "
-            "worker consuming it may be dead, stuck or gone.",
+            f"{{{{ $value }}}} messages wait in {QUEUE_DESC}, the oldest for longer than the "
+            f"{age} threshold (or of unknown age), and no run of any job on it finished in the "
+            f"last {w}. Every worker consuming it may be dead, stuck or gone.",
             _queue_dashboard(cfg),
         )
     ]
@@ -347,8 +346,8 @@ def _backlog_growing(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any])
             expr,
             "A queue's backlog keeps growing.",
             f"The depth of {QUEUE_DESC} grew by {{{{ $value | humanize }}}} messages/s on average "
-            f"over the last {w} and is above {_number(spec['min_depth'])} messages: work arrives "
-            "faster than the workers finish it.",
+            f"over the last {w} and is above the {_number(spec['min_depth'])}-message threshold: "
+            "work arrives faster than the workers finish it.",
             _queue_dashboard(cfg),
         )
     ]
@@ -505,8 +504,9 @@ def _absent(cfg: Mapping[str, Any], q: Promql, spec: Mapping[str, Any]) -> list[
             "jobpulse metrics stopped arriving.",
             "No jobpulse metrics arrive "
             "{{ with $labels.job }}from service {{ . }}, which reported some in the last "
-            f"{lookback}{{{{ else }}}}at all{{{{ end }}}} (for {spec['for']}). The workers, the "
-            "collector or the scrape may be down: every other jobpulse alert is blind meanwhile.",
+            f"{lookback}{{{{ else }}}}at all{{{{ end }}}} (threshold: silent for {spec['for']}). "
+            "The workers, the collector or the scrape may be down: every other jobpulse alert is "
+            "blind meanwhile.",
             _service_dashboard(cfg),
         )
     ]
@@ -566,9 +566,7 @@ def _text(value: str) -> str:
 
 
 def _dump(document: Mapping[str, Any]) -> str:
-    body = yaml.dump(
-        document, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True
-    )
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
     return HEADER + body
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alerts.generate import LATCHED, ROOT, load_config
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus as prom
@@ -36,14 +37,13 @@ from grafana_foundation_sdk.models import common as common_m
 from grafana_foundation_sdk.models import dashboard as dash_m
 from grafana_foundation_sdk.models import prometheus as prom_m
 
-from alerts.generate import LATCHED, ROOT, load_config
-
 OUT_DIR = ROOT / "dashboards" / "json"
 OVERVIEW_FILE = "jobpulse-overview.json"
 JOB_FILE = "jobpulse-job.json"
 
 DS = dash_m.DataSourceRef(type_val="prometheus", uid="${datasource}")
 RUNS = "jobpulse_job_runs_total"
+DEP_DURATION = "jobpulse_dependency_duration_seconds"
 
 SUCCESS = 'jobpulse_outcome="success"'
 FINAL = 'jobpulse_action!="retry"'
@@ -178,6 +178,7 @@ def _variables(board: dash.Dashboard, s: str, *, multi: bool) -> dash.Dashboard:
     sel = f"{{{s}}}" if s else ""
     in_queue = ", ".join(p for p in (s, 'job=~"$service"', 'jobpulse_queue_name=~"$queue"') if p)
     refresh = dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED
+    queue_names = ", ".join(p for p in (f'__name__=~"{RUNS}|jobpulse_queue_depth"', s) if p)
     board = board.with_variable(
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
     )
@@ -198,8 +199,7 @@ def _variables(board: dash.Dashboard, s: str, *, multi: bool) -> dash.Dashboard:
         .label("Queue")
         .description("Queues with runs or with a depth sample; in-process jobs have none.")
         .datasource(DS)
-        .query(f'label_values({{__name__=~"{RUNS}|jobpulse_queue_depth"{", " + s if s else ""}}}, '
-               "jobpulse_queue_name)")  # fmt: skip
+        .query(f"label_values({{{queue_names}}}, jobpulse_queue_name)")
         .regex("/.+/")
         .refresh(refresh)
         .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
@@ -257,9 +257,7 @@ def _quantile(q: float, metric: str, sel: str, by: str) -> str:
     )
 
 
-def _rows_common(
-    board: dash.Dashboard, f: Filters, *, per: str, exemplars: bool
-) -> dash.Dashboard:
+def _rows_common(board: dash.Dashboard, f: Filters, *, per: str, exemplars: bool) -> dash.Dashboard:
     """The panels both dashboards share; ``per`` is the grouping label of job series."""
     legend = "{{" + per + "}}"
     board = board.with_row(dash.Row("Runs"))
@@ -269,7 +267,9 @@ def _rows_common(
             "Successes over final runs (runs not retried), over the last hour.",
             [_query(_success_ratio(f, per, "1h"), legend)],
             "percentunit",
-        ).min(0).max(1)
+        )
+        .min(0)
+        .max(1)
     )
     board = board.with_panel(
         _series(
@@ -295,12 +295,8 @@ def _rows_common(
             stacked=True,
         )
     )
-    p50 = _query(
-        _quantile(0.5, "jobpulse_job_duration_seconds", f.job(), per), f"p50 {legend}"
-    )
-    p95 = _query(
-        _quantile(0.95, "jobpulse_job_duration_seconds", f.job(), per), f"p95 {legend}"
-    )
+    p50 = _query(_quantile(0.5, "jobpulse_job_duration_seconds", f.job(), per), f"p50 {legend}")
+    p95 = _query(_quantile(0.95, "jobpulse_job_duration_seconds", f.job(), per), f"p95 {legend}")
     targets = [p50, p95]
     if exemplars:
         p99 = _query(
@@ -329,8 +325,7 @@ def _rows_common(
             [
                 _query(f"sum by ({per}) (jobpulse_job_active{{{f.job()}}})", legend),
                 _query(
-                    "sum by (jobpulse_queue_name) (jobpulse_worker_capacity{"
-                    f"{f.queue}}})",
+                    f"sum by (jobpulse_queue_name) (jobpulse_worker_capacity{{{f.queue}}})",
                     "capacity {{jobpulse_queue_name}}",
                 ),
             ],
@@ -415,13 +410,11 @@ def _rows_common(
             "Attempts that ended in a retry, and runs set aside as poison.",
             [
                 _query(
-                    f"sum by ({per}) "
-                    f"(increase({f.runs(RETRY)}[$__rate_interval]))",
+                    f"sum by ({per}) (increase({f.runs(RETRY)}[$__rate_interval]))",
                     "retry " + legend,
                 ),
                 _query(
-                    f"sum by ({per}) (increase("
-                    f"{f.runs(QUARANTINE)}[$__rate_interval]))",
+                    f"sum by ({per}) (increase({f.runs(QUARANTINE)}[$__rate_interval]))",
                     "quarantine " + legend,
                 ),
             ],
@@ -451,9 +444,7 @@ def _rows_common(
             "Calls out of runs (HTTP, SQL, locks), by dependency name.",
             [
                 _query(
-                    _quantile(
-                        0.95, "jobpulse_dependency_duration_seconds", dep, "jobpulse_dependency_name"
-                    ),
+                    _quantile(0.95, DEP_DURATION, dep, "jobpulse_dependency_name"),
                     "{{jobpulse_dependency_name}}",
                 )
             ],
@@ -596,8 +587,12 @@ def _stalled_table(f: Filters) -> table.Panel:
                 id_val="organize",
                 options={
                     "excludeByName": {
-                        "Time": True, "Time 1": True, "Time 2": True, "Time 3": True,
-                        "jobpulse_queue_name 2": True, "jobpulse_queue_name 3": True,
+                        "Time": True,
+                        "Time 1": True,
+                        "Time 2": True,
+                        "Time 3": True,
+                        "jobpulse_queue_name 2": True,
+                        "jobpulse_queue_name 3": True,
                     },
                     "renameByName": {
                         "instance": "Worker (instance)",
@@ -609,7 +604,7 @@ def _stalled_table(f: Filters) -> table.Panel:
                         "Value #C": "Oldest run",
                     },
                 },
-            )  # fmt: skip
+            )
         )
         .override_by_name("Silent for", [dash_m.DynamicConfigValue(id_val="unit", value="s")])
         .override_by_name("Oldest run", [dash_m.DynamicConfigValue(id_val="unit", value="s")])
@@ -708,8 +703,10 @@ def overview(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"sum(increase({f.runs(FINAL)}[$__range]))",
             "percentunit",
             "Successes over final runs (not retried), over the dashboard's time range.",
-            (None, "red"), (0.9, "orange"), (0.99, "green"),
-        )  # fmt: skip
+            (None, "red"),
+            (0.9, "orange"),
+            (0.99, "green"),
+        )
     )
     board = board.with_panel(
         _stat(
@@ -725,8 +722,9 @@ def overview(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"sum(jobpulse_job_stalled{{{f.job()}}})",
             "short",
             "Active runs past their heartbeat timeout or max runtime, or ignoring a cancel.",
-            (None, "green"), (1, "red"),
-        )  # fmt: skip
+            (None, "green"),
+            (1, "red"),
+        )
     )
     board = board.with_panel(
         _stat(
@@ -734,8 +732,9 @@ def overview(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"sum(jobpulse_job_zombies{{{f.job()}}})",
             "short",
             "Runs asked to stop that are still running after the grace period.",
-            (None, "green"), (1, "red"),
-        )  # fmt: skip
+            (None, "green"),
+            (1, "red"),
+        )
     )
     board = board.with_panel(
         _stat(
@@ -751,8 +750,10 @@ def overview(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"max(jobpulse_queue_oldest_age_seconds{{{f.queue}}})",
             "s",
             "Age of the oldest waiting message across the selected queues.",
-            (None, "green"), (600, "orange"), (1800, "red"),
-        )  # fmt: skip
+            (None, "green"),
+            (600, "orange"),
+            (1800, "red"),
+        )
     )
     board = board.with_row(dash.Row("Per job"))
     table_panel = _jobs_table(f).override_by_name(
@@ -805,8 +806,10 @@ def job_dashboard(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"sum(increase({f.runs(FINAL)}[$__range]))",
             "percentunit",
             "Successes over final runs (not retried), over the dashboard's time range.",
-            (None, "red"), (0.9, "orange"), (0.99, "green"),
-        )  # fmt: skip
+            (None, "red"),
+            (0.9, "orange"),
+            (0.99, "green"),
+        )
     )
     board = board.with_panel(
         _stat(
@@ -842,8 +845,9 @@ def job_dashboard(cfg: Mapping[str, Any]) -> dash.Dashboard:
             f"sum(jobpulse_job_stalled{{{f.job()}}})",
             "short",
             "Active runs past a budget now.",
-            (None, "green"), (1, "red"),
-        )  # fmt: skip
+            (None, "green"),
+            (1, "red"),
+        )
     )
     board = board.with_row(dash.Row("Stuck now"))
     board = board.with_panel(_stalled_table(f))
