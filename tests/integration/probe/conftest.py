@@ -70,7 +70,8 @@ def token() -> str:
 
 @pytest.fixture
 def redis3(token: str) -> Iterator[Any]:
-    """A client on Redis DB 3; every key containing the test's token is deleted after."""
+    """A client on Redis DB 3; every key containing the test's token is deleted after
+    (tests give RQ jobs ids that contain it)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)

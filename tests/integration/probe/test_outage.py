@@ -75,7 +75,7 @@ def test_redis_outage_reported_once_and_reconnected(
 
     flaky, healthy = f"{token}-flaky", f"{token}-healthy"
     fill(own_redis, flaky, 2)
-    Queue(healthy, connection=redis3).enqueue("builtins.len", "x")
+    Queue(healthy, connection=redis3).enqueue("builtins.len", "x", job_id=f"{token}-h0")
     sampler = Sampler(
         [
             RQRedisSource(own_redis.url, timeout=1),

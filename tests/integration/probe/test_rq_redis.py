@@ -33,13 +33,13 @@ def test_rq_queues_from_registry_reach_otlp(
 
     busy, empty = f"{token}-busy", f"{token}-empty"
     q = Queue(busy, connection=redis3)
-    jobs = [q.enqueue("builtins.len", "x") for _ in range(5)]
+    jobs = [q.enqueue("builtins.len", "x", job_id=f"{token}-b{i}") for i in range(5)]
     # the oldest job (the head) was enqueued 120 s ago
     redis3.hset(jobs[0].key, "enqueued_at", rq_time(time.time() - 120))
     # a job whose hash expired leaves its id at the head: the next id gives the age
     redis3.lpush(q.key, f"{token}-expired-job")
     e = Queue(empty, connection=redis3)
-    e.enqueue("builtins.len", "x")
+    e.enqueue("builtins.len", "x", job_id=f"{token}-e0")
     redis3.lpop(e.key)  # drained, but still in RQ's registry of queues
 
     samplers.append(start_sampler(redis_url=REDIS_URL, systems="rq", interval=0.2))
@@ -125,8 +125,8 @@ def test_named_rq_queue_without_discovery(redis3: Any, token: str) -> None:
     from rq import Queue
 
     named, other = f"{token}-named", f"{token}-other"
-    Queue(named, connection=redis3).enqueue("builtins.len", "x")
-    Queue(other, connection=redis3).enqueue("builtins.len", "x")
+    Queue(named, connection=redis3).enqueue("builtins.len", "x", job_id=f"{token}-n0")
+    Queue(other, connection=redis3).enqueue("builtins.len", "x", job_id=f"{token}-o0")
     sampler = Sampler(
         build_sources(
             ProbeConfig.from_options(
