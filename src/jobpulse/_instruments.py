@@ -40,6 +40,7 @@ class Instruments:
         meter = meter_provider.get_meter(n.INSTRUMENTATION_NAME, VERSION, schema_url=n.SCHEMA_URL)
         self._lock = threading.Lock()
         self._job_attrs: dict[JobKey, Attrs] = {}
+        self._gauge_attrs: dict[JobKey, Attrs] = {}
         self._run_attrs: dict[tuple[JobKey, str, str], Attrs] = {}
         self._dur_attrs: dict[tuple[JobKey, str], Attrs] = {}
         self._err_attrs: dict[tuple[JobKey, str, str], Attrs] = {}
@@ -177,7 +178,16 @@ class Instruments:
     def _gauges(self) -> Iterable[tuple[Attrs, Any]]:
         snap = self.registry.snapshot()
         for key, g in snap.jobs.items():
-            yield self.job_attrs(key), g
+            yield self._gauge_attr(key), g
+
+    def _gauge_attr(self, key: JobKey) -> Attrs:
+        """A gauge's attributes, without creating the job's run series: a process whose
+        runs are counted elsewhere (a prefork child) must not export counters, not even 0."""
+        attrs = self._job_attrs.get(key) or self._gauge_attrs.get(key)
+        if attrs is None:
+            attrs = {n.JOB_NAME: key[0], n.SYSTEM: key[1], n.QUEUE_NAME: key[2]}
+            self._gauge_attrs[key] = attrs
+        return attrs
 
     def _observe_active(self, _: CallbackOptions) -> Iterable[Observation]:
         return [Observation(g.active, a) for a, g in self._gauges()]
