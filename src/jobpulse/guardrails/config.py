@@ -216,7 +216,7 @@ def client_for_url(url: str) -> Any:
             import redis
 
             client = redis.Redis.from_url(
-                url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
+                url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
             )
             _clients[url] = client
         return client
