@@ -120,9 +120,16 @@ def _install_log_handlers(rt: Runtime) -> None:
         rt.log_handlers.append(handler)
     if rt.providers.logger_provider is not None:
         try:
+            import warnings
+
             from opentelemetry.sdk._logs import LoggingHandler
 
-            rt.log_handlers.append(LoggingHandler(logger_provider=rt.providers.logger_provider))
+            with warnings.catch_warnings():
+                # Deprecated in favour of opentelemetry-instrumentation-logging's handler,
+                # which jobpulse does not require; the SDK's still does the job.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                handler = LoggingHandler(logger_provider=rt.providers.logger_provider)
+            rt.log_handlers.append(handler)
         except ImportError:  # pragma: no cover
             pass
     for handler in rt.log_handlers:
@@ -199,6 +206,12 @@ def _uninstrument_locked() -> None:
     _guard.set_counter(None)
     rt.flush(rt.settings.flush_timeout)
     if rt.providers.prometheus is not None:
+        # Unregister the reader's collector too: a later instrument() would serve
+        # duplicate, stale series next to the new ones.
+        try:
+            rt.providers.prometheus.shutdown()
+        except Exception as exc:  # noqa: BLE001
+            _guard.report("prometheus", exc)
         _otel.stop_prometheus()
     _runtime = None
     _registry.clear()
