@@ -88,14 +88,18 @@ def run(args: argparse.Namespace) -> int:
     from .. import _runtime
     from .._demo.report import Report
     from .._demo.worker import (
+        NOTIFICATIONS,
+        BadRecord,
         Blackhole,
         Job,
         Worker,
         flaky_import,
+        import_records,
         nightly_export,
         rebuild_index,
         vendor_sync,
     )
+    from ..guardrails import Guardrails, Rules, release, store_for
     from ..logs import JsonFormatter, TextFormatter
 
     console = Console()
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         adapters="none",
         watchdog_interval=0.25,
         heartbeat_interval=1.0,
+        # Poison runs are set aside for a human instead of retried (enforced guardrails).
+        guardrails=Guardrails(enforce=True, rules=Rules(non_retryable=(BadRecord,))),
     )
     logger = logging.getLogger("jobpulse")
     to_file = logging.FileHandler(args.out / "jobpulse.log", mode="w")
@@ -134,13 +140,15 @@ def run(args: argparse.Namespace) -> int:
     logger.addHandler(to_file)
     logger.addHandler(to_console)
 
-    console.rule("[bold]jobpulse demo[/]: an in-process worker, four jobs, four ways to fail")
+    console.rule("[bold]jobpulse demo[/]: an in-process worker, five jobs, five ways to fail")
     console.print(
         "  [green]demo.nightly_export[/]  healthy: steps, heartbeats, a bounded dependency call\n"
         "  [yellow]demo.vendor_sync[/]     stuck on a vendor that never answers "
         "(heartbeat timeout 2s)\n"
         "  [yellow]demo.flaky_import[/]    a flaky partner API, bounded retries with backoff\n"
         "  [magenta]demo.rebuild_index[/]   over its 1.5s max runtime, enforcement on\n"
+        "  [red]demo.import_records[/]   a poison record: quarantined, not retried; "
+        "released once fixed\n"
     )
     blackhole = Blackhole()
     worker = Worker(threads=4)
@@ -160,16 +168,43 @@ def run(args: argparse.Namespace) -> int:
         Job("demo.rebuild_index", rebuild_index, jobpulse.Budget(max_runtime=1.5), enforce=True)
     )
 
+    batch_id = "import-batch-7"
+    records = ["10", "11", "12", "1e3", "14"]
+    importer = Job("demo.import_records", import_records(records), jobpulse.Budget(max_attempts=5))
+    worker.enqueue(importer, job_id=batch_id)
+
     rt = _runtime.get()
     assert rt is not None
     report = Report(reader, rt.registry)
     started = time.monotonic()
-    with Live(report.table("while it runs"), console=console, refresh_per_second=4) as live:
-        while not worker.wait_idle(0.25):
-            live.update(report.table(f"while it runs ({time.monotonic() - started:.0f}s)"))
-            if time.monotonic() - started > 55:
-                break
-        live.update(report.table(f"after {time.monotonic() - started:.1f}s"))
+
+    def drain(title: str) -> None:
+        with Live(report.table(title), console=console, refresh_per_second=4) as live:
+            while not worker.wait_idle(0.25):
+                live.update(report.table(f"{title} ({time.monotonic() - started:.0f}s)"))
+                if time.monotonic() - started > 55:
+                    break
+            live.update(report.table(f"{title}: done after {time.monotonic() - started:.1f}s"))
+
+    drain("while it runs")
+    store = store_for()
+    for payload in store.entries():
+        console.print(f"\n[bold red]quarantined[/] {payload.job} {payload.job_id}:")
+        fields = payload.public()
+        for key in (
+            "error_type", "error_message", "attempts", "step", "input_fingerprint",
+            "trace_id", "suggested_action",
+        ):  # fmt: skip
+            console.print(f"  {key:<18} {fields.get(key)}")
+        console.print("[bold]operator[/]: fixes record 4 and releases the job (same job id)")
+        release(payload.id)
+        records[3] = "13"
+        worker.enqueue(importer, job_id=payload.job_id, attempt=payload.attempts + 1)
+    drain("after the release")
+    console.print(
+        f"\n[bold]once[/]: the import-started mail was sent {len(NOTIFICATIONS)} time(s) "
+        "over 3 attempts of demo.flaky_import (the retries skipped it)"
+    )
     worker.stop()
     blackhole.close()
 

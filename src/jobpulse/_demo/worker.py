@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import jobpulse
 from jobpulse import _lifecycle
 from jobpulse._run import Action, Budget, BudgetExceeded, Outcome
+from jobpulse.guardrails import quarantine, should_quarantine
 
 QUEUE = "demo"
 
@@ -108,7 +109,11 @@ class Worker:
             _lifecycle.end_run(run, Outcome.TIMEOUT, Action.STOP, exc)
         except Exception as exc:  # noqa: BLE001 - a worker survives its jobs
             max_attempts = job.budget.max_attempts or 1
-            if message.attempt < max_attempts:
+            payload = should_quarantine(run, exc)
+            if payload is not None:  # poison, enforcement on: set aside, never retried
+                quarantine(payload)
+                _lifecycle.end_run(run, Outcome.ERROR, Action.QUARANTINE, exc)
+            elif message.attempt < max_attempts:
                 _lifecycle.end_run(run, Outcome.ERROR, Action.RETRY, exc)
                 delay = self._backoff * 2 ** (message.attempt - 1) * random.uniform(0.8, 1.2)
                 self.enqueue(job, job_id=message.job_id, attempt=message.attempt + 1, delay=delay)
@@ -164,8 +169,18 @@ def vendor_sync(blackhole: Blackhole, wait: float) -> Callable[[int], None]:
     return vendor_sync
 
 
+NOTIFICATIONS: list[str] = []
+
+
 def flaky_import(attempt: int) -> None:
-    """Flaky: the partner API fails twice, then answers; retries are bounded."""
+    """Flaky: the partner API fails twice, then answers; retries are bounded.
+
+    The "import started" mail is a side effect guarded by ``once``: sent by the
+    first attempt, skipped by the retries.
+    """
+    with jobpulse.once("demo:import-started-mail:batch-7") as claim:
+        if claim:
+            NOTIFICATIONS.append(f"import started (attempt {attempt})")
     with jobpulse.step("FetchBatch"), jobpulse.dependency("http:PartnerApi", timeout=1):
         time.sleep(0.05)
         if attempt < 3:
@@ -181,3 +196,19 @@ def rebuild_index(attempt: int) -> None:
         for i in range(1, 10_000):
             time.sleep(0.01)
             jobpulse.heartbeat(processed=i)
+
+
+class BadRecord(ValueError):
+    """A record that can never be imported as it is: retrying will not help."""
+
+
+def import_records(records: list[str]) -> Callable[[int], None]:
+    def import_records(attempt: int) -> None:
+        """Poison: record 13 is malformed; the same input fails the same way every time."""
+        with jobpulse.step("ParseRecords"):
+            for i, record in enumerate(records, 1):
+                if not record.isdigit():
+                    raise BadRecord(f"record {i} is not a number: {record!r}")
+                jobpulse.heartbeat(processed=i, total=len(records))
+
+    return import_records

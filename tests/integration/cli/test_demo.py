@@ -54,6 +54,12 @@ def test_demo_without_a_collector_writes_otlp_json_and_reports_the_stuck_run(
     assert "success/none 3" in out  # the healthy export, three runs
     assert "error/retry 2" in out  # the flaky import: two retries, then success
     assert "timeout/stop 1" in out  # over budget, enforced
+    # The poison record was quarantined, not retried, then released and run again.
+    assert "error/quarantine 1, success/none 1" in out
+    assert "quarantined demo.import_records import-batch-7" in out
+    assert "record 4 is not a number" in out
+    # The side effect guarded by once ran on the first attempt only.
+    assert "mail was sent 1 time(s) over 3 attempts" in out
     assert f"OTLP-JSON files in {tmp_path}" in out
 
     spans = [
@@ -64,7 +70,7 @@ def test_demo_without_a_collector_writes_otlp_json_and_reports_the_stuck_run(
         for span in ss["spans"]
     ]
     runs = [s for s in spans if any(a["key"] == "jobpulse.run.id" for a in s["attributes"])]
-    assert len(runs) == 3 + 1 + 3 + 1
+    assert len(runs) == 3 + 1 + 3 + 1 + 2
     metrics = (tmp_path / "metrics.jsonl").read_text()
     assert "jobpulse.job.runs" in metrics
     assert "jobpulse.job.stalled" in metrics
@@ -80,6 +86,6 @@ def test_demo_exports_to_an_otlp_endpoint(otlp: Receiver) -> None:
     proc, _ = run_demo("--otlp-endpoint", otlp.endpoint)
     assert proc.returncode == 0, proc.stderr
     assert f"OTLP/HTTP {otlp.endpoint}" in proc.stdout
-    otlp.wait_for(lambda r: len(r.run_spans()) == 8, timeout=30, what="8 run spans")
+    otlp.wait_for(lambda r: len(r.run_spans()) == 10, timeout=30, what="10 run spans")
     otlp.wait_for(lambda r: r.total("jobpulse.job.runs", **{"jobpulse.outcome": "timeout"}) == 1)
     assert otlp.run_spans("demo.vendor_sync")[0].resource["service.name"] == "jobpulse-demo"
