@@ -1,0 +1,159 @@
+"""The side that runs the task: ``task_prerun`` begins a run, ``task_postrun`` ends it.
+
+These receivers run where the task runs: a prefork pool child, or the main
+worker process for the solo, threads, gevent and eventlet pools, or the caller
+for eager ``apply()``. In a prefork child the run records no counters or
+histograms (the main process counts it, see :mod:`._worker`) and, when the child
+is about to be recycled (``worker_max_tasks_per_child``,
+``worker_max_memory_per_child``), spans are flushed at the end of the task,
+bounded by ``flush_timeout``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from ... import _guard, _lifecycle, _runtime
+from ... import _names as n
+from ..._run import JobRun
+from . import _coexist, _message, _outcome
+from ._process import WORKER, in_pool_child
+
+#: task id -> its run, between task_prerun and task_postrun
+_runs: dict[str, JobRun] = {}
+_code_functions: dict[str, str | None] = {}
+
+
+def _code_function(task: Any) -> str | None:
+    name = task.name
+    if name not in _code_functions:
+        _code_functions[name] = _message.code_function(task)
+    return _code_functions[name]
+
+
+def on_prerun(
+    sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None,
+    kwargs: Any = None, **_: Any,
+) -> None:  # fmt: skip
+    rt = _runtime.get()
+    if rt is None or task is None or task_id is None:
+        return
+    with _guard.never_raise("adapter.celery.run"):
+        request = task.request
+        job_name = task.name
+        eager = bool(getattr(request, "is_eager", False))
+        delivery = getattr(request, "delivery_info", None)
+        queue = "" if eager else _message.queue_of(delivery)
+        if eager:  # no message: the caller's span is the producer
+            ambient = trace.get_current_span().get_span_context()
+            producer = ambient if ambient.is_valid else None
+            queue_wait = None
+        else:
+            producer = _message.producer_context(request)
+            queue_wait = _message.queue_wait(request)
+        attrs = dict(_message.messaging_attributes("process", queue, task.app.conf.broker_url))
+        attrs[n.MESSAGING_MESSAGE_ID] = str(task_id)
+        if rt.settings.record_args:
+            allowed = _lifecycle.args_attributes(job_name, task.run, args or (), kwargs or {})
+            if allowed:
+                attrs.update(allowed)
+        adopted = None
+        if _coexist.contrib_active():
+            contrib_span = _coexist.contrib_run_span(task, task_id)
+            if contrib_span is not None:
+                adopted = _coexist.AdoptedSpan(contrib_span)
+        run = _lifecycle.begin_run(
+            job_name,
+            system=_message.SYSTEM,
+            job_id=str(task_id),
+            attempt=_message.attempt(getattr(request, "retries", 0)),
+            queue=queue,
+            framework_budget=_message.framework_budget(
+                task,
+                getattr(request, "timelimit", None),
+                (WORKER.time_limit, WORKER.soft_time_limit),
+            ),
+            producer=producer,
+            queue_wait=queue_wait,
+            redelivered=_message.redelivered(delivery),
+            kind=SpanKind.CONSUMER,
+            attributes=attrs,
+            code_function=_code_function(task),
+            record_metrics=eager or not in_pool_child(),
+            worker=None if eager else getattr(request, "hostname", None),
+            span=adopted,
+        )
+        if run is not None:
+            _runs[str(task_id)] = run
+
+
+def on_postrun(
+    sender: Any = None, task_id: Any = None, task: Any = None, retval: Any = None,
+    state: Any = None, **_: Any,
+) -> None:  # fmt: skip
+    run = _runs.pop(str(task_id), None)
+    if run is None:
+        return
+    with _guard.never_raise("adapter.celery.run"):
+        if state is None:  # a BaseException is on its way out of the task
+            exc = sys.exc_info()[1]
+            if not run.record_metrics and _terminated():
+                # The main process terminated this child (hard time limit, revoke with
+                # terminate, cold shutdown) and records the run itself: one run, one record.
+                _lifecycle.abandon_run(run)
+                return
+        else:
+            exc = retval if isinstance(retval, BaseException) else None
+        outcome, action, exc, error_type = _outcome.classify(exc, state=state)
+        _lifecycle.end_run(run, outcome, action, exc, error_type=error_type)
+    if not run.record_metrics:  # a pool child
+        _after_task_in_child()
+
+
+def _terminated() -> bool:
+    """billiard's terminate-signal handler fired: this child is being stopped."""
+    try:
+        from billiard.common import terminate_handler_fired
+    except ImportError:  # older billiard: no way to tell; record the run here
+        return False
+    return bool(terminate_handler_fired())
+
+
+def _after_task_in_child() -> None:
+    """Flush when this child is about to be recycled: it exits with ``os._exit``."""
+    WORKER.tasks_done += 1
+    WORKER.unflushed = True
+    limit = WORKER.max_tasks_per_child
+    recycle = bool(limit) and WORKER.tasks_done >= (limit or 0)
+    if not recycle and WORKER.max_memory_per_child:
+        recycle = _memory_over(WORKER.max_memory_per_child)
+    if recycle:
+        flush_child()
+
+
+def _memory_over(limit_kb: int) -> bool:
+    try:
+        from billiard.compat import mem_rss
+
+        used = mem_rss()
+    except Exception:  # noqa: BLE001 - billiard cannot measure it either
+        return False
+    return bool(used > 0 and used > limit_kb)
+
+
+def flush_child() -> None:
+    rt = _runtime.get()
+    if rt is None or not WORKER.unflushed:
+        return
+    WORKER.unflushed = False
+    with _guard.never_raise("adapter.celery.flush"):
+        rt.flush(rt.settings.flush_timeout)
+
+
+def clear() -> None:
+    _runs.clear()
+    _code_functions.clear()

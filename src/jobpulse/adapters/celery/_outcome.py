@@ -1,0 +1,84 @@
+"""How a Celery task's end maps to the contract's outcome and action.
+
+One function, :func:`classify`, used by the pool child (from the task state and
+exception) and by the main worker process (from the exception the child sent
+back), so a run's span and its metrics agree.
+"""
+
+from __future__ import annotations
+
+from celery import states
+from celery.exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from celery.utils.serialization import UnpickleableExceptionWrapper
+
+from ..._run import Action, Outcome
+from ..._textsafe import error_type_of
+
+#: billiard defines these; Celery users know them by their celery.exceptions name.
+_CELERY_NAMES: dict[type[BaseException], str] = {
+    cls: f"celery.exceptions.{cls.__name__}"
+    for cls in (SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError, Terminated)
+}
+
+Verdict = tuple[Outcome, Action, "BaseException | None", "str | None"]
+SUCCESS: Verdict = (Outcome.SUCCESS, Action.NONE, None, None)
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type``: the qualified class name, the way Celery users spell it."""
+    name = _CELERY_NAMES.get(type(exc))
+    if name is not None:
+        return name
+    if isinstance(exc, UnpickleableExceptionWrapper):  # the parent's view of an odd exception
+        module, cls = exc.exc_module, exc.exc_cls_name
+        return str(cls) if module in ("builtins", "__main__", "", None) else f"{module}.{cls}"
+    return error_type_of(exc)
+
+
+def soft_limit_in(exc: BaseException | None) -> bool:
+    """The soft time limit caused this exception (raised it, or was being handled)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def classify(
+    exc: BaseException | None, *, state: str | None = None, soft_fired: bool = False
+) -> Verdict:
+    """(outcome, action, exception to record, error.type) for how a task ended.
+
+    ``state`` is the child's task state when known (``task_postrun``); the parent
+    passes ``soft_fired`` when the soft time limit fired during the run.
+    """
+    if state == states.SUCCESS or exc is None:
+        return SUCCESS
+    if isinstance(exc, Retry):  # another attempt is scheduled: error with the retried type
+        inner = exc.exc if isinstance(exc.exc, BaseException) else None
+        timed_out = soft_limit_in(inner) or (soft_fired and inner is not None)
+        return (
+            Outcome.TIMEOUT if timed_out else Outcome.ERROR,
+            Action.RETRY,
+            inner or exc,
+            error_type(inner or exc),
+        )
+    if isinstance(exc, Reject):
+        return Outcome.CANCELLED, Action.RETRY if exc.requeue else Action.STOP, None, None
+    if isinstance(exc, Ignore):
+        return Outcome.CANCELLED, Action.NONE, None, None
+    if isinstance(exc, TimeLimitExceeded) or soft_limit_in(exc) or soft_fired:
+        return Outcome.TIMEOUT, Action.STOP, exc, error_type(exc)
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return Outcome.CANCELLED, Action.NONE, None, None
+    return Outcome.ERROR, Action.STOP, exc, error_type(exc)
