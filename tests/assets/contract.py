@@ -30,7 +30,7 @@ METRICS: dict[str, tuple[str, str]] = {
 
 def series_names() -> set[str]:
     """Every series name a query may select (histograms have three)."""
-    names = set()
+    names: set[str] = set()
     for name, (_otel, kind) in METRICS.items():
         if kind == "histogram":
             names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))

@@ -55,7 +55,7 @@ def _checkout_root() -> Path | None:
 def source(kind: str) -> Traversable:
     """Where the assets of ``kind`` are read from: package data, else the checkout."""
     packaged, in_checkout, _ = KINDS[kind]
-    data = resources.files("jobpulse").joinpath("_assets", packaged)
+    data = resources.files("jobpulse").joinpath("_assets").joinpath(packaged)
     if data.is_dir():
         return data
     root = _checkout_root()
