@@ -18,8 +18,8 @@ by the parent past ``job_timeout + 60`` s) or ``lost`` (SIGKILL, OOM, crash).
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import time
 from typing import Any
 
@@ -27,16 +27,38 @@ from opentelemetry.trace import SpanKind
 
 from ... import _guard, _lifecycle, _otel, _runtime
 from ..._run import Action, Outcome
-from . import _attrs, _runs
+from . import _attrs, _handoff, _runs
 
 #: grace RQ gives a horse past its timeout before the parent kills it
 KILL_GRACE = 60.0
 
 
+_F_SETPIPE_SZ = 1031  # Linux fcntl commands (not in the fcntl module before 3.10 on all builds)
+_F_GETPIPE_SZ = 1032
+PIPE_SIZE = 1 << 20
+
+
 def open_pipe() -> tuple[int, int]:
+    """A pipe from the horse to the parent: the parent reads it once the horse is gone,
+    so the horse must never fill it (it would block forever): 1 MiB where Linux allows."""
     read, write = os.pipe()
     os.set_blocking(read, False)
+    try:
+        import fcntl
+
+        fcntl.fcntl(write, _F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, OSError):
+        pass
     return read, write
+
+
+def capacity(fd: int) -> int:
+    try:
+        import fcntl
+
+        return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+    except (ImportError, OSError):
+        return 65536
 
 
 def close(*fds: int | None) -> None:
@@ -48,21 +70,46 @@ def close(*fds: int | None) -> None:
                 pass
 
 
-def send_report(fd: int, job_name: str, result: Any, wait: float | None) -> None:
+def send_report(
+    fd: int, job_name: str, result: Any, wait: float | None, handoff: _handoff.Handoff | None
+) -> bool:
+    """Write the report (and the handed-off spans and logs). False when the horse must
+    flush its own pipeline."""
     outcome, action, error_type, duration = result
-    line = json.dumps([job_name, outcome.value, action.value, error_type, duration, wait])
-    os.write(fd, line.encode("utf-8", "replace")[:60000])
+    report = [job_name, outcome.value, action.value, error_type, duration, wait]
+    taken = handoff.take() if handoff is not None else None
+    spans, records = taken if taken is not None else ([], [])
+    room = capacity(fd) - 1024
+    data = pickle.dumps({"r": report, "s": spans, "l": records}, pickle.HIGHEST_PROTOCOL)
+    if len(data) > room and taken is not None:
+        assert handoff is not None
+        handoff.give_back(spans, records)
+        taken = None
+        data = pickle.dumps({"r": report, "s": [], "l": []}, pickle.HIGHEST_PROTOCOL)
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    return taken is not None and not (handoff is not None and handoff.foreign_logs)
 
 
-def read_report(fd: int) -> list[Any] | None:
-    try:
-        data = os.read(fd, 65536)
-    except BlockingIOError:
+def read_report(fd: int) -> dict[str, Any] | None:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if not chunks:
         return None
-    if not data:
+    found = pickle.loads(b"".join(chunks))
+    if not isinstance(found, dict) or not isinstance(found.get("r"), list):
         return None
-    report = json.loads(data.decode("utf-8", "replace"))
-    return report if isinstance(report, list) and len(report) == 6 else None
+    return found
 
 
 def flush(rt: _runtime.Runtime, run_seconds: float | None) -> None:

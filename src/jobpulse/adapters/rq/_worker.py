@@ -21,7 +21,7 @@ from typing import Any
 
 from ... import _guard, _otel, _runtime
 from ...guardrails._adapters import rq_failed
-from . import _attrs, _horse, _runs
+from . import _attrs, _handoff, _horse, _runs
 
 _EXEC_ID = "_jobpulse_execution_id"
 _REPORT_FD = "_jobpulse_report_fd"
@@ -65,9 +65,12 @@ def perform_job(original: Callable[..., Any]) -> Callable[..., Any]:
         if rt is None:
             return original(self, job, queue, *rest, **kwargs)
         horse = bool(getattr(self, "_is_horse", False))
+        handoff = None
         if horse:
             with _guard.never_raise("adapter.rq.horse"):
                 _adopt_instance(rt)
+                if self.__dict__.get(_REPORT_FD) is not None:
+                    handoff = _handoff.start(rt)
         state = _runs.begin(self, job, queue, _execution_id(self, rest), not horse)
         job.__dict__[_STATE] = state
         ok: Any = False
@@ -82,18 +85,26 @@ def perform_job(original: Callable[..., Any]) -> Callable[..., Any]:
             job.__dict__.pop(_STATE, None)
             result = _runs.end(state, job, ok, raised)
             if horse:
-                _finish_horse(self, rt, state, result)
+                _finish_horse(self, rt, state, result, handoff)
 
     return perform
 
 
-def _finish_horse(worker: Any, rt: _runtime.Runtime, state: Any, result: Any) -> None:
+def _finish_horse(worker: Any, rt: _runtime.Runtime, state: Any, result: Any, handoff: Any) -> None:
+    """Report to the parent, then export what the parent could not take (bounded)."""
     with _guard.never_raise("adapter.rq.horse"):
+        handed = False
         fd = worker.__dict__.pop(_REPORT_FD, None)
         if fd is not None and result is not None and state is not None:
-            _horse.send_report(fd, state.job_name, result, state.wait)
+            handed = _horse.send_report(fd, state.job_name, result, state.wait, handoff)
             _horse.close(fd)
-        _horse.flush(rt, None if result is None else result[3])
+        elif handoff is not None:
+            handoff.spill()
+        run_seconds = None if result is None else result[3]
+        if not handed:
+            _horse.flush(rt, run_seconds)
+        elif run_seconds is not None and run_seconds * 1000 >= _otel._metric_interval_ms():
+            rt.flush()  # its gauges were exported: send their final values
 
 
 def handle_exception(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,8 +173,11 @@ def _account(
             report = _horse.read_report(read)
             if report is not None and state is not None:
                 _horse.count(
-                    report, queue.name, job.id, worker.__dict__.get(_EXEC_ID), state.attempt
+                    report["r"], queue.name, job.id, worker.__dict__.get(_EXEC_ID), state.attempt
                 )
+                rt = _runtime.get()
+                if rt is not None and (report["s"] or report["l"]):
+                    _handoff.receive(rt, report["s"], report["l"])
             elif state is not None:
                 _horse.record_unreported(
                     worker, job, queue, state, started, worker.__dict__.get(_EXEC_ID),

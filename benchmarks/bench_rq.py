@@ -1,0 +1,174 @@
+"""RQ throughput, bare vs with jobpulse: no-op jobs drained by a burst worker.
+
+Run: ``.venv/bin/python benchmarks/bench_rq.py`` (needs Redis on 127.0.0.1:6379; uses
+database 2 only). Targets (issue #4): ``SimpleWorker`` with jobpulse >= 90% of bare
+RQ's throughput; the forking ``Worker`` >= 95%.
+
+Each measurement runs in a fresh process: enqueue the jobs (with jobpulse
+instrumented in the jobpulse rounds, so the jobs carry their trace context),
+then drain them with ``worker.work(burst=True)`` and time that call only.
+With jobpulse, spans and metrics go over OTLP/HTTP to a sink in another
+process (it answers 200 and drops the data), as they would to a collector:
+the forking worker's horses pay their real per-job span flush. RQ logs at
+WARNING in both modes, so RQ's own logging does not hide jobpulse's cost.
+Bare and jobpulse rounds alternate; the table shows medians of the rounds
+and the ratio of the medians (machines are noisy: compare ratios, not times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/2"
+QUEUE = "bench_rq"
+NOOP = "os.getpid"  # an importable no-op: the job's own cost is nothing
+
+
+# -- the OTLP sink (its own process, so it takes no GIL from the worker) --------
+def serve_sink() -> None:
+    class Sink(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    server.daemon_threads = True
+    print(server.server_port, flush=True)
+    server.serve_forever()
+
+
+# -- one measurement (a child process) -----------------------------------------
+def measure(kind: str, mode: str, jobs: int) -> None:
+    if mode == "jobpulse":
+        import jobpulse
+
+        jobpulse.instrument()
+    from redis import Redis
+    from rq import Queue, SimpleWorker, Worker
+
+    redis = Redis.from_url(REDIS_URL)
+    queue = Queue(f"{QUEUE}_{os.getpid()}", connection=redis)  # its own queue: no flushing
+    enqueue_started = time.perf_counter()
+    for start in range(0, jobs, 500):
+        batch = [Queue.prepare_data(NOOP, result_ttl=60) for _ in range(min(500, jobs - start))]
+        queue.enqueue_many(batch)
+    enqueue_seconds = time.perf_counter() - enqueue_started
+    worker_class = SimpleWorker if kind == "simple" else Worker
+    worker = worker_class([queue], connection=redis)
+    started = time.perf_counter()
+    worker.work(burst=True, logging_level="WARNING")
+    seconds = time.perf_counter() - started
+    done = queue.finished_job_registry.count
+    ids = queue.finished_job_registry.get_job_ids()
+    for start in range(0, len(ids), 500):  # clean up after itself (other runs share db 2)
+        redis.delete(*(f"rq:{kind}:{job_id}" for job_id in ids[start : start + 500]
+                       for kind in ("job", "results", "executions")))  # fmt: skip
+    keys = list(redis.scan_iter(f"rq:*{queue.name}*"))
+    if keys:
+        redis.delete(*keys)
+    redis.srem("rq:queues", queue.key)
+    print(json.dumps({"seconds": seconds, "jobs": done, "enqueue_seconds": enqueue_seconds}))
+
+
+def run_child(kind: str, mode: str, jobs: int, endpoint: str) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "bench-rq",
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, mode, str(jobs)],
+        env=env, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind}/{mode} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["jobs"] != jobs:
+        raise SystemExit(f"{kind}/{mode}: {result['jobs']} of {jobs} jobs finished")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per SimpleWorker round")
+    parser.add_argument("--fork-jobs", type=int, default=1000, help="jobs per forking round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("simple", "fork"))
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        serve_sink()
+        return
+    if args.measure:
+        kind, mode, jobs = args.measure
+        measure(kind, mode, int(jobs))
+        return
+
+    sink = subprocess.Popen([sys.executable, __file__, "--sink"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None
+        endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+        kinds = [k for k in ("simple", "fork") if args.only in (None, k)]
+        rows = []
+        for kind in kinds:
+            jobs = args.jobs if kind == "simple" else args.fork_jobs
+            rates: dict[str, list[float]] = {"bare": [], "jobpulse": []}
+            enqueue: dict[str, list[float]] = {"bare": [], "jobpulse": []}
+            for round_ in range(args.rounds):
+                order = ("bare", "jobpulse") if round_ % 2 == 0 else ("jobpulse", "bare")
+                for mode in order:
+                    r = run_child(kind, mode, jobs, endpoint)
+                    rates[mode].append(jobs / r["seconds"])
+                    enqueue[mode].append(r["enqueue_seconds"] / jobs * 1e6)
+                    print(
+                        f"  {kind:6} {mode:8} round {round_ + 1}: {rates[mode][-1]:8.1f} jobs/s",
+                        file=sys.stderr, flush=True,
+                    )  # fmt: skip
+            bare, jp = statistics.median(rates["bare"]), statistics.median(rates["jobpulse"])
+            ratios = [j / b for b, j in zip(rates["bare"], rates["jobpulse"], strict=True)]
+            rows.append((kind, jobs, bare, jp, jp / bare, min(ratios), max(ratios),
+                         statistics.median(enqueue["bare"]),
+                         statistics.median(enqueue["jobpulse"])))  # fmt: skip
+    finally:
+        sink.kill()
+        sink.wait()
+
+    target = {"simple": 0.90, "fork": 0.95}
+    print()
+    print(f"RQ burst drain, no-op jobs, medians of {args.rounds} rounds (Redis db 2, OTLP sink)")
+    header = (
+        f"{'worker':<8} {'jobs':>5} {'bare jobs/s':>12} {'jobpulse jobs/s':>16} {'ratio':>6} "
+        f"{'(min-max)':>12} {'target':>7} {'enqueue us/job bare/jp':>24}"
+    )
+    print(header)
+    print("-" * len(header))
+    for kind, jobs, bare, jp, ratio, lo, hi, eb, ej in rows:
+        ok = "ok" if ratio >= target[kind] else "MISS"
+        print(
+            f"{kind:<8} {jobs:>5} {bare:>12.1f} {jp:>16.1f} {ratio:>6.3f} "
+            f"{f'({lo:.3f}-{hi:.3f})':>12} {f'>={target[kind]:.2f}':>7} {ok:>3} "
+            f"{eb:>10.0f} / {ej:<10.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
