@@ -23,53 +23,61 @@ CONFIGS = {"agent": COLLECTOR / "agent.yaml", "gateway": COLLECTOR / "gateway.ya
 #: distributions/otelcol-contrib/manifest.yaml (component modules v0.136.0).
 #: Component type (as written in a config) -> the module that provides it.
 OTELCOL_CONTRIB_VERSION = "0.136.0"
+CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib"
 OTELCOL_CONTRIB: dict[str, dict[str, str]] = {
     "receivers": {
         "otlp": "go.opentelemetry.io/collector/receiver/otlpreceiver",
-        "prometheus": "github.com/.../receiver/prometheusreceiver",
-        "filelog": "github.com/.../receiver/filelogreceiver",
-        "hostmetrics": "github.com/.../receiver/hostmetricsreceiver",
-        "jaeger": "github.com/.../receiver/jaegerreceiver",
-        "zipkin": "github.com/.../receiver/zipkinreceiver",
+        "prometheus": f"{CONTRIB}/receiver/prometheusreceiver",
+        "filelog": f"{CONTRIB}/receiver/filelogreceiver",
+        "hostmetrics": f"{CONTRIB}/receiver/hostmetricsreceiver",
+        "jaeger": f"{CONTRIB}/receiver/jaegerreceiver",
+        "zipkin": f"{CONTRIB}/receiver/zipkinreceiver",
     },
     "processors": {
         "batch": "go.opentelemetry.io/collector/processor/batchprocessor",
         "memory_limiter": "go.opentelemetry.io/collector/processor/memorylimiterprocessor",
-        "resourcedetection": "github.com/.../processor/resourcedetectionprocessor",
-        "tail_sampling": "github.com/.../processor/tailsamplingprocessor",
-        "attributes": "github.com/.../processor/attributesprocessor",
-        "resource": "github.com/.../processor/resourceprocessor",
-        "transform": "github.com/.../processor/transformprocessor",
-        "filter": "github.com/.../processor/filterprocessor",
-        "k8sattributes": "github.com/.../processor/k8sattributesprocessor",
-        "probabilistic_sampler": "github.com/.../processor/probabilisticsamplerprocessor",
+        "resourcedetection": f"{CONTRIB}/processor/resourcedetectionprocessor",
+        "tail_sampling": f"{CONTRIB}/processor/tailsamplingprocessor",
+        "attributes": f"{CONTRIB}/processor/attributesprocessor",
+        "resource": f"{CONTRIB}/processor/resourceprocessor",
+        "transform": f"{CONTRIB}/processor/transformprocessor",
+        "filter": f"{CONTRIB}/processor/filterprocessor",
+        "k8sattributes": f"{CONTRIB}/processor/k8sattributesprocessor",
+        "probabilistic_sampler": f"{CONTRIB}/processor/probabilisticsamplerprocessor",
     },
     "exporters": {
         "otlp": "go.opentelemetry.io/collector/exporter/otlpexporter",
         "otlphttp": "go.opentelemetry.io/collector/exporter/otlphttpexporter",
         "debug": "go.opentelemetry.io/collector/exporter/debugexporter",
-        "prometheus": "github.com/.../exporter/prometheusexporter",
-        "prometheusremotewrite": "github.com/.../exporter/prometheusremotewriteexporter",
-        "loadbalancing": "github.com/.../exporter/loadbalancingexporter",
-        "file": "github.com/.../exporter/fileexporter",
+        "prometheus": f"{CONTRIB}/exporter/prometheusexporter",
+        "prometheusremotewrite": f"{CONTRIB}/exporter/prometheusremotewriteexporter",
+        "loadbalancing": f"{CONTRIB}/exporter/loadbalancingexporter",
+        "file": f"{CONTRIB}/exporter/fileexporter",
     },
     "connectors": {
         "forward": "go.opentelemetry.io/collector/connector/forwardconnector",
-        "spanmetrics": "github.com/.../connector/spanmetricsconnector",
-        "servicegraph": "github.com/.../connector/servicegraphconnector",
-        "count": "github.com/.../connector/countconnector",
+        "spanmetrics": f"{CONTRIB}/connector/spanmetricsconnector",
+        "servicegraph": f"{CONTRIB}/connector/servicegraphconnector",
+        "count": f"{CONTRIB}/connector/countconnector",
     },
     "extensions": {
-        "health_check": "github.com/.../extension/healthcheckextension",
-        "pprof": "github.com/.../extension/pprofextension",
+        "health_check": f"{CONTRIB}/extension/healthcheckextension",
+        "pprof": f"{CONTRIB}/extension/pprofextension",
         "zpages": "go.opentelemetry.io/collector/extension/zpagesextension",
-        "bearertokenauth": "github.com/.../extension/bearertokenauthextension",
-        "basicauth": "github.com/.../extension/basicauthextension",
-        "file_storage": "github.com/.../extension/storage/filestorage",
+        "bearertokenauth": f"{CONTRIB}/extension/bearertokenauthextension",
+        "basicauth": f"{CONTRIB}/extension/basicauthextension",
+        "file_storage": f"{CONTRIB}/extension/storage/filestorage",
     },
 }
 
-# -- configuration schemas (keys each component accepts), from the READMEs/config.go --
+# -- configuration schemas: the keys each component accepts -------------------------
+# Written from the components' READMEs / config.go (open-telemetry/opentelemetry-
+# collector-contrib: processor/tailsamplingprocessor, connector/spanmetricsconnector,
+# exporter/prometheusexporter, exporter/prometheusremotewriteexporter,
+# processor/resourcedetectionprocessor, extension/healthcheckextension; the core's
+# receiver/otlpreceiver, processor/{batch,memorylimiter}processor,
+# exporter/otlp{,http}exporter, config/{confighttp,configtls}, exporterhelper).
+# Only keys that exist since v0.104 (the env-default syntax) are listed.
 DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 ANY = object()  # a leaf whose value is not checked further
 
