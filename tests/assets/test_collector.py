@@ -77,7 +77,7 @@ OTELCOL_CONTRIB: dict[str, dict[str, str]] = {
 # processor/resourcedetectionprocessor, extension/healthcheckextension; the core's
 # receiver/otlpreceiver, processor/{batch,memorylimiter}processor,
 # exporter/otlp{,http}exporter, config/{confighttp,configtls}, exporterhelper).
-# Only keys that exist since v0.104 (the env-default syntax) are listed.
+# The configs are written against v0.136.0 (OTELCOL_CONTRIB_VERSION).
 DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 ANY = object()  # a leaf whose value is not checked further
 
