@@ -95,7 +95,11 @@ def bench_run_overhead() -> dict[str, float]:
     n = 20_000
     bare_t = statistics.median(per_call(bare, n))
     traced_t = statistics.median(per_call(traced, n))
-    return {"bare_us": bare_t * 1e6, "jobpulse_us": traced_t * 1e6, "added_us": (traced_t - bare_t) * 1e6}
+    return {
+        "bare_us": bare_t * 1e6,
+        "jobpulse_us": traced_t * 1e6,
+        "added_us": (traced_t - bare_t) * 1e6,
+    }
 
 
 def bench_memory(exporter: CountingExporter) -> dict[str, float]:
@@ -140,7 +144,10 @@ def bench_watchdog() -> dict[str, float]:
         snap.append(time.perf_counter() - start)
     for run in runs:
         _lifecycle.end_run(run, "success")
-    return {"tick_ms": statistics.median(timings) * 1e3, "snapshot_ms": statistics.median(snap) * 1e3}
+    return {
+        "tick_ms": statistics.median(timings) * 1e3,
+        "snapshot_ms": statistics.median(snap) * 1e3,
+    }
 
 
 def main() -> None:
