@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from opentelemetry.sdk.trace import ReadableSpan
 
 from tests.support.otlp import Receiver, Span
 
@@ -199,23 +200,27 @@ def wait_runs(
     return runs_of(receiver, task_id)
 
 
-def metric_total(receiver: Receiver, name: str, **attributes: Any) -> float:
-    return receiver.total(name, **attributes)
+def span_ids(span: ReadableSpan) -> tuple[str, str]:
+    """(trace id, span id) in hex, as the receiver shows links and parents."""
+    ctx = span.context
+    assert ctx is not None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def settled_total(receiver: Receiver, name: str, timeout: float = 30.0, **attributes: Any) -> float:
+def settled_total(receiver: Receiver, name: str, /, **attributes: Any) -> float:
     """The total once two more exports arrived after it first became non-zero: a value
     that would grow by a late duplicate has had the chance to."""
+    timeout = 30.0
     receiver.wait_for(
         lambda r: r.total(name, **attributes) > 0, timeout=timeout, what=f"{name} {attributes}"
     )
     seen = max(p.time_ns for p in receiver.latest(name, **attributes))
     for _ in range(2):
-        receiver.wait_for(
-            lambda r, seen=seen: any(p.time_ns > seen for p in r.latest(name, **attributes)),
-            timeout=timeout,
-            what=f"a later export of {name}",
-        )
+
+        def newer(r: Receiver, seen: int = seen) -> bool:
+            return any(p.time_ns > seen for p in r.latest(name, **attributes))
+
+        receiver.wait_for(newer, timeout=timeout, what=f"a later export of {name}")
         seen = max(p.time_ns for p in receiver.latest(name, **attributes))
     return receiver.total(name, **attributes)
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import redis
 from celery import Celery
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
-from kombu import Queue
+from kombu.entity import Queue
 
 import jobpulse
 
 REDIS_URL = "redis://127.0.0.1:6379/1"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def coord() -> redis.Redis:
@@ -30,7 +32,7 @@ def create_app(broker: str, queue: str, **conf: Any) -> Celery:
     app.conf.update(
         task_default_queue=queue,
         # a queue RabbitMQ forgets 10 minutes after the tests stop using it
-        task_queues=[Queue(queue, queue_arguments={"x-expires": 600_000})]
+        task_queues=[Queue(queue, queue_arguments={"x-expires": 600_000})]  # type: ignore[no-untyped-call]
         if broker.startswith("amqp")
         else None,
         result_expires=600,
@@ -44,8 +46,8 @@ def create_app(broker: str, queue: str, **conf: Any) -> Celery:
 
 
 def register(app: Celery) -> None:
-    def task(**options: Any) -> Any:  # per app: the tests build several apps in one process
-        return app.task(shared=False, **options)
+    def task(**options: Any) -> Callable[[F], F]:  # per app: tests build several apps
+        return cast(Callable[[F], F], app.task(shared=False, **options))
 
     @task(name="jp.add")
     def add(x: int, y: int) -> int:

@@ -18,7 +18,7 @@ jobpulse.instrument()
 if os.environ.get("JP_CELERY_CONTRIB") == "1":
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-    CeleryInstrumentor().instrument()
+    CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]
 
 _conf = {}
 if os.environ.get("JP_CELERY_MAX_TASKS_PER_CHILD"):

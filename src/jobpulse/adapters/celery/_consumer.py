@@ -66,6 +66,8 @@ def on_prerun(
             contrib_span = _coexist.contrib_run_span(task, task_id)
             if contrib_span is not None:
                 adopted = _coexist.AdoptedSpan(contrib_span)
+                if producer is not None and getattr(contrib_span, "parent", None) == producer:
+                    producer = None  # contrib made it a child of the producer: no link too
         run = _lifecycle.begin_run(
             job_name,
             system=_message.SYSTEM,
