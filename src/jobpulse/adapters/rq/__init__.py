@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ... import _guard
-from . import _cleanup, _producer, _runs, _worker
+from . import _cleanup, _deps, _producer, _runs, _worker
 from ._patch import Patches
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ class RQAdapter:
         spawn = getattr(rq.worker, "SpawnWorker", None)
         _worker.SPAWN_TYPES = (spawn,) if isinstance(spawn, type) else ()
 
+        _deps.load()
         p = self._patches
         try:
+            p.wrap(rq.job.Job, "perform", _deps.job_perform)
             queue = rq.queue.Queue
             p.wrap(queue, "create_job", _producer.create_job)
             for entry in ("enqueue_call", "enqueue_at", "enqueue_many"):

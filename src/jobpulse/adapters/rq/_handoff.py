@@ -19,6 +19,7 @@ vendor's) are left alone, and the horse flushes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from ... import _runtime
+from ... import _guard, _runtime
 
 SPILL_AFTER = 5.0
 MAX_SPANS = 256
@@ -41,17 +42,21 @@ _PLAIN = (str, int, float, bool, type(None))
 class Handoff:
     """Installed in a work horse for its one run (never in a long-lived process)."""
 
-    def __init__(self, multi: Any, handler: logging.Handler | None) -> None:
+    def __init__(self, rt: _runtime.Runtime, multi: Any, handler: logging.Handler | None) -> None:
+        self.rt = rt
         self.started = time.monotonic()
+        self.lock = threading.Lock()
         self.multi = multi
-        self.processors: tuple[Any, ...] = multi._span_processors
+        self.processors: tuple[Any, ...] = multi._span_processors if multi is not None else ()
         self.spans: list[ReadableSpan] = []
         self.handler = handler
         self.records: list[tuple[dict[str, Any], tuple[Any, ...] | None]] = []
+        self.metrics: list[tuple[Any, ...]] = []
         self.spilled = False
         #: records someone else's handler sent to the horse's log pipeline (flush them)
         self.foreign_logs = False
-        multi._span_processors = (self,)
+        if multi is not None:
+            multi._span_processors = (self,)
         if handler is not None:
             handler.emit = self._emit  # type: ignore[method-assign]
             logs: Any = getattr(
@@ -65,6 +70,22 @@ class Handoff:
                     return on_emit(*args, **kwargs)
 
                 logs.on_emit = noticed
+        self._capture_metrics()
+        self.timer = threading.Timer(SPILL_AFTER, self.spill)
+        self.timer.daemon = True
+        self.timer.start()
+
+    # -- counters and histograms: the parent records them --------------------------
+    def _capture_metrics(self) -> None:
+        instruments = self.rt.instruments
+        metrics = self.metrics
+        instruments.record_dependency = (  # type: ignore[method-assign]
+            lambda name, outcome, duration: metrics.append(("dep", name, outcome, duration))
+        )
+        instruments.record_unbounded = (  # type: ignore[method-assign]
+            lambda name: metrics.append(("unbounded", name))
+        )
+        _guard.set_counter(lambda component: metrics.append(("error", component)))
 
     # -- the span processor the horse's provider now calls ---------------------
     def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -78,13 +99,16 @@ class Handoff:
                 ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self.spilled:
-            for p in self.processors:
-                p.on_end(span)
-            return
-        self.spans.append(span)
-        if len(self.spans) > MAX_SPANS or time.monotonic() - self.started > SPILL_AFTER:
+        with self.lock:
+            if not self.spilled:
+                self.spans.append(span)
+                if len(self.spans) <= MAX_SPANS:
+                    return
+        if not self.spilled:
             self.spill()
+            return
+        for p in self.processors:
+            p.on_end(span)
 
     def shutdown(self) -> None:
         for p in self.processors:
@@ -97,30 +121,38 @@ class Handoff:
     # -- jobpulse's OTel log handler in the horse ----------------------------------
     def _emit(self, record: logging.LogRecord) -> None:
         assert self.handler is not None
-        if not self.spilled and (
-            record.levelno >= logging.WARNING or time.monotonic() - self.started > SPILL_AFTER
-        ):
-            self.spill()
-        if self.spilled:
-            type(self.handler).emit(self.handler, record)
-            return
-        ctx = trace.get_current_span().get_span_context()
-        self.records.append((record_state(record), encode_context(ctx) if ctx.is_valid else None))
+        if not self.spilled and record.levelno >= logging.WARNING:
+            self.spill()  # a warning (a stall) must go out now
+        with self.lock:
+            if not self.spilled:
+                ctx = trace.get_current_span().get_span_context()
+                self.records.append(
+                    (record_state(record), encode_context(ctx) if ctx.is_valid else None)
+                )
+                return
+        type(self.handler).emit(self.handler, record)
 
     def spill(self) -> None:
-        """Give what was kept to the horse's own pipeline; from now on, pass through."""
-        if self.spilled:
-            return
-        self.spilled = True
-        self.multi._span_processors = self.processors
-        spans, self.spans = self.spans, []
-        for span in spans:
-            for p in self.processors:
-                p.on_end(span)
-        if self.handler is not None:
-            self.handler.__dict__.pop("emit", None)
+        """The run is long (or loud): give what was kept to the horse's own pipeline,
+        start the horse's gauges, and from now on let everything through."""
+        with self.lock:
+            if self.spilled:
+                return
+            self.spilled = True
+            spans, self.spans = self.spans, []
             records, self.records = self.records, []
-            emit_records(self.handler, records)
+            if self.multi is not None:
+                self.multi._span_processors = self.processors
+            if self.handler is not None:
+                self.handler.__dict__.pop("emit", None)
+        with _guard.never_raise("adapter.rq.spill"):
+            for span in spans:
+                for p in self.processors:
+                    p.on_end(span)
+            if self.handler is not None:
+                emit_records(self.handler, records)
+            self.rt.child_metrics()  # gauges (active, stalled) for a run this long
+            self._capture_metrics()  # counters and histograms still go to the parent
 
     def give_back(self, spans: list[Any], records: list[Any]) -> None:
         """Spans and records :meth:`take` returned that the parent cannot receive."""
@@ -130,19 +162,22 @@ class Handoff:
         if self.handler is not None:
             emit_records(self.handler, records)
 
-    def take(self) -> tuple[list[Any], list[Any]] | None:
-        """End the hand-off: the encoded spans and log records for the parent, or None
-        when the run spilled (the horse must flush)."""
-        if self.spilled:
-            return None
-        spans = [encode_span(s) for s in self.spans]
-        records = self.records
-        self.spans, self.records = [], []
-        self.spilled = True  # anything after this (a stray thread) passes through
-        self.multi._span_processors = self.processors
-        if self.handler is not None:
-            self.handler.__dict__.pop("emit", None)
-        return spans, records
+    def take(self) -> tuple[list[Any], list[Any], list[Any]] | tuple[None, None, list[Any]]:
+        """End the hand-off: the encoded spans and log records for the parent (None when
+        the run spilled: the horse must flush), and the counted metrics."""
+        self.timer.cancel()
+        with self.lock:
+            spilled = self.spilled
+            self.spilled = True  # anything after this (a stray thread) passes through
+            spans, self.spans = self.spans, []
+            records, self.records = self.records, []
+            if self.multi is not None:
+                self.multi._span_processors = self.processors
+            if self.handler is not None:
+                self.handler.__dict__.pop("emit", None)
+        if spilled or self.multi is None:
+            return None, None, self.metrics
+        return [encode_span(s) for s in spans], records, self.metrics
 
 
 def otel_handler(rt: _runtime.Runtime) -> logging.Handler | None:
@@ -152,12 +187,14 @@ def otel_handler(rt: _runtime.Runtime) -> logging.Handler | None:
     return None
 
 
-def start(rt: _runtime.Runtime) -> Handoff | None:
-    """Keep this horse's spans and log lines for the parent, if the providers allow it."""
+def start(rt: _runtime.Runtime) -> Handoff:
+    """Keep this horse's spans, log lines and counts for the parent (the spans only
+    when the tracer provider is the SDK's)."""
     multi = getattr(rt.providers.tracer_provider, "_active_span_processor", None)
     if not isinstance(getattr(multi, "_span_processors", None), tuple):
-        return None
-    return Handoff(multi, otel_handler(rt))
+        multi = None
+        rt.child_metrics()
+    return Handoff(rt, multi, otel_handler(rt) if multi is not None else None)
 
 
 # -- encoding (plain values: the parent is a fork of the same program) --------------
@@ -269,8 +306,16 @@ def emit_records(handler: logging.Handler, records: list[Any]) -> None:
                 otel_context.detach(token)
 
 
-def receive(rt: _runtime.Runtime, spans: list[Any], records: list[Any]) -> None:
-    """In the parent: hand a horse's spans and log lines to this process's pipeline."""
+def receive(rt: _runtime.Runtime, spans: list[Any], records: list[Any], metrics: list[Any]) -> None:
+    """In the parent: a horse's spans, log lines and counts, into this process's pipeline."""
+    instruments = rt.instruments
+    for entry in metrics:
+        if entry[0] == "dep":
+            instruments.record_dependency(entry[1], entry[2], entry[3])
+        elif entry[0] == "unbounded":
+            instruments.record_unbounded(entry[1])
+        elif entry[0] == "error":
+            instruments.record_telemetry_error(entry[1])
     multi = getattr(rt.providers.tracer_provider, "_active_span_processor", None)
     if multi is not None:
         for raw in spans:

@@ -36,6 +36,7 @@ KILL_GRACE = 60.0
 _F_SETPIPE_SZ = 1031  # Linux fcntl commands (not in the fcntl module before 3.10 on all builds)
 _F_GETPIPE_SZ = 1032
 PIPE_SIZE = 1 << 20
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def open_pipe() -> tuple[int, int]:
@@ -73,25 +74,25 @@ def close(*fds: int | None) -> None:
 def send_report(
     fd: int, job_name: str, result: Any, wait: float | None, handoff: _handoff.Handoff | None
 ) -> bool:
-    """Write the report (and the handed-off spans and logs). False when the horse must
+    """Write the report (with what the horse handed off). False when the horse must
     flush its own pipeline."""
     outcome, action, error_type, duration = result
     report = [job_name, outcome.value, action.value, error_type, duration, wait]
-    taken = handoff.take() if handoff is not None else None
-    spans, records = taken if taken is not None else ([], [])
+    spans, records, metrics = handoff.take() if handoff is not None else (None, None, [])
     room = capacity(fd) - 1024
-    data = pickle.dumps({"r": report, "s": spans, "l": records}, pickle.HIGHEST_PROTOCOL)
-    if len(data) > room and taken is not None:
+    data = pickle.dumps({"r": report, "s": spans, "l": records, "m": metrics}, _PROTOCOL)
+    if len(data) > room and spans is not None:
         assert handoff is not None
+        assert records is not None
         handoff.give_back(spans, records)
-        taken = None
-        data = pickle.dumps({"r": report, "s": [], "l": []}, pickle.HIGHEST_PROTOCOL)
+        spans = records = None
+        data = pickle.dumps({"r": report, "s": None, "l": None, "m": metrics}, _PROTOCOL)
     os.set_blocking(fd, False)
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-    return taken is not None and not (handoff is not None and handoff.foreign_logs)
+    return spans is not None and not (handoff is not None and handoff.foreign_logs)
 
 
 def read_report(fd: int) -> dict[str, Any] | None:

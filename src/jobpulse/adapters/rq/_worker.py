@@ -21,7 +21,7 @@ from typing import Any
 
 from ... import _guard, _otel, _runtime
 from ...guardrails._adapters import rq_failed
-from . import _attrs, _handoff, _horse, _runs
+from . import _attrs, _deps, _fork, _handoff, _horse, _runs
 
 _EXEC_ID = "_jobpulse_execution_id"
 _REPORT_FD = "_jobpulse_report_fd"
@@ -53,8 +53,8 @@ def _execution_id(worker: Any, rest: tuple[Any, ...]) -> str | None:
 def _adopt_instance(rt: _runtime.Runtime) -> None:
     """Horse spans carry the worker's ``service.instance.id``, not one per fork."""
     instance = _instance.get("id")
-    if instance is None or _instance.get("pid") == os.getpid():
-        return
+    if instance is None or _instance.get("pid") == os.getpid() or _instance.get("kept"):
+        return  # none known, not a horse, or the fork already kept it (see _fork)
     _instance["pid"] = os.getpid()
     _otel.set_instance_id(rt.providers, instance)
 
@@ -75,6 +75,7 @@ def perform_job(original: Callable[..., Any]) -> Callable[..., Any]:
         job.__dict__[_STATE] = state
         ok: Any = False
         raised: BaseException | None = None
+        quiet = _deps.rq_internal()
         try:
             ok = original(self, job, queue, *rest, **kwargs)
             return ok
@@ -82,6 +83,7 @@ def perform_job(original: Callable[..., Any]) -> Callable[..., Any]:
             raised = exc
             raise
         finally:
+            _deps.reset(quiet)
             job.__dict__.pop(_STATE, None)
             result = _runs.end(state, job, ok, raised)
             if horse:
@@ -99,12 +101,9 @@ def _finish_horse(worker: Any, rt: _runtime.Runtime, state: Any, result: Any, ha
             handed = _horse.send_report(fd, state.job_name, result, state.wait, handoff)
             _horse.close(fd)
         elif handoff is not None:
-            handoff.spill()
-        run_seconds = None if result is None else result[3]
+            handoff.take()
         if not handed:
-            _horse.flush(rt, run_seconds)
-        elif run_seconds is not None and run_seconds * 1000 >= _otel._metric_interval_ms():
-            rt.flush()  # its gauges were exported: send their final values
+            _horse.flush(rt, None if result is None else result[3])
 
 
 def handle_exception(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,11 +144,18 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
         self.__dict__.pop(_SIGNAL, None)
         started = time.time()
         completed = False
+        saved: list[Any] = []
+        if read is not None:
+            _runtime.defer_child_metrics = True  # the horse's counts come back here
+            saved = _fork.keep_instance(_instance.get("id"))
+            _instance["kept"] = bool(saved)
         try:
             result = original(self, job, queue, *args, **kwargs)
             completed = True
             return result
         finally:
+            _runtime.defer_child_metrics = False
+            _fork.restore(saved)
             self.__dict__.pop(_REPORT_FD, None)
             _runs.active.pop(job.id, None)
             if not completed:
@@ -176,8 +182,8 @@ def _account(
                     report["r"], queue.name, job.id, worker.__dict__.get(_EXEC_ID), state.attempt
                 )
                 rt = _runtime.get()
-                if rt is not None and (report["s"] or report["l"]):
-                    _handoff.receive(rt, report["s"], report["l"])
+                if rt is not None:
+                    _handoff.receive(rt, report["s"] or [], report["l"] or [], report["m"] or [])
             elif state is not None:
                 _horse.record_unreported(
                     worker, job, queue, state, started, worker.__dict__.get(_EXEC_ID),
