@@ -53,6 +53,21 @@ class Runtime:
         self.pid = os.getpid()
         if "meter" in self.providers.owned:
             _otel.silence_inherited_readers(self.providers.metric_readers)
+            self._child_metrics_pending = True
+            if not defer_child_metrics:
+                self.child_metrics()
+        if self.watchdog is not None:
+            self.watchdog.restart_after_fork()
+
+    def child_metrics(self) -> None:
+        """Build a forked child's own MeterProvider, if it still has the parent's.
+
+        Runs at fork unless :data:`defer_child_metrics` was set for that fork (an
+        RQ work horse, whose counters go to its parent, builds it only for a long
+        run's gauges); idempotent.
+        """
+        if getattr(self, "_child_metrics_pending", False):
+            self._child_metrics_pending = False
             from_env = self.exporters is None or self.exporters.from_env
             exporter = _otel._metric_exporter() if from_env else None
             if not from_env and self.exporters is not None:
@@ -65,8 +80,6 @@ class Runtime:
             self.providers.prometheus = None
             self.instruments = Instruments(mp, self.registry)
             _guard.set_counter(self.instruments.record_telemetry_error)
-        if self.watchdog is not None:
-            self.watchdog.restart_after_fork()
 
     def flush(self, timeout: float | None = None) -> bool:
         return _otel.flush_providers(
@@ -79,6 +92,10 @@ _runtime: Runtime | None = None
 _registry = Registry()
 _fork_hook_installed = False
 _atexit_installed = False
+
+#: Set around a fork whose child builds its MeterProvider only when it calls
+#: ``Runtime.child_metrics()`` (the RQ adapter, for work horses: forking costs less).
+defer_child_metrics = False
 
 
 def get() -> Runtime | None:
