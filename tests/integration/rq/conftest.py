@@ -60,7 +60,8 @@ class Workers:
         self.procs: list[subprocess.Popen[str]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {**os.environ, **self.otlp.env(), "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **self.otlp.env(), "PYTHONPATH": path}
         env.setdefault("OTEL_SERVICE_NAME", "rq-test-worker")
         env.update(extra)
         return env

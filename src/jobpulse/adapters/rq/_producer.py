@@ -16,6 +16,7 @@ attempt (see :mod:`._runs`).
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -117,11 +118,19 @@ def enqueue_job(original: Callable[..., Any]) -> Callable[..., Any]:
     return enqueue
 
 
+def due_time(when: Any) -> float:
+    """When RQ's scheduler considers a job scheduled for ``when`` due: its registry
+    scores whole seconds (naive datetimes are local time), as RQ computes them."""
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return float(calendar.timegm(when.utctimetuple()))
+
+
 def schedule_job(original: Callable[..., Any]) -> Callable[..., Any]:
     def schedule(self: Any, job: Any, when: Any, *args: Any, **kwargs: Any) -> Any:
         if _runtime.get() is not None:
             with _guard.never_raise("adapter.rq.schedule"):
-                _runs.requeued(job, due=when.timestamp())
+                _runs.requeued(job, due=due_time(when))
         return original(self, job, when, *args, **kwargs)
 
     return schedule
