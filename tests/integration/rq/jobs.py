@@ -66,3 +66,17 @@ def on_success(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any
 
 def on_failure(job: Any, connection: Any, typ: Any, value: Any, tb: Any) -> None:
     connection.set(f"test:on_failure:{job.id}", typ.__name__)
+
+
+def long_export(seconds: float) -> int:
+    """Long enough to outlive the horse's hand-off (5 s): it exports live from then on."""
+    deadline = time.monotonic() + seconds
+    beats = 0
+    with jobpulse.step("Crunch"):
+        while time.monotonic() < deadline:
+            beats += 1
+            jobpulse.heartbeat(processed=beats)
+            time.sleep(0.1)
+    with jobpulse.dependency("http:VendorApi", timeout=5):
+        pass
+    return beats

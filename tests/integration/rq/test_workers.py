@@ -51,6 +51,12 @@ def test_forking_worker_traces_every_horse_and_counts_each_run_once_in_the_paren
     assert otlp.total("jobpulse.job.queue.wait", **{"jobpulse.job.name": EXPORT}) == 20
     (duration,) = otlp.latest("jobpulse.job.duration", **{"jobpulse.job.name": EXPORT})
     assert duration.count == 20
+    # Dependency calls made in horses are recorded by the worker too; RQ's own Redis
+    # calls during the runs are not the jobs' dependencies.
+    deps = otlp.latest("jobpulse.dependency.duration")
+    assert {p.attributes["jobpulse.dependency.name"] for p in deps} == {"http:VendorApi"}
+    assert sum(p.count for p in deps) == 20
+    assert not otlp.latest("jobpulse.dependency.unbounded_calls")
     # ... and the horses' spans carry the worker's stable instance id, not one per fork.
     assert {s.resource.get("service.instance.id") for s in spans} == {
         counted[0].resource.get("service.instance.id")
@@ -93,3 +99,32 @@ def test_worker_pool_workers_trace_and_count_their_runs(
     # Pool workers end with os._exit: jobpulse flushes their counts at teardown.
     otlp.wait_for(lambda r: runs(r, EXPORT) >= 8, what="run counters of both pool workers")
     assert runs(otlp, EXPORT) == 8
+
+
+def test_a_long_run_in_a_horse_exports_live_and_is_still_counted_once(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    long = "tests.integration.rq.jobs.long_export"
+    q = Queue("long", connection=redis)
+    job = q.enqueue(jobs.long_export, 6.5)
+    proc = workers.start("long", burst=False)
+    # Past the hand-off (5 s) the horse exports its own gauges while the run goes on.
+    active = {"jobpulse.job.name": long}
+    otlp.wait_for(
+        lambda r: any(p.value == 1 for p in r.latest("jobpulse.job.active", **active)),
+        timeout=20, what="the active gauge from the running horse",
+    )  # fmt: skip
+    assert not otlp.run_spans(long)
+    (run,) = otlp.wait_for(lambda r: r.run_spans(long), timeout=20)
+    assert run.attributes["jobpulse.outcome"] == "success"
+    assert run.attributes["jobpulse.job.id"] == job.id
+    assert {s.name for s in otlp.spans if s.parent_span_id == run.span_id} == {
+        "Crunch", "http:VendorApi"
+    }  # fmt: skip
+    workers.stop(proc)
+    otlp.wait_for(lambda r: runs(r, long) >= 1, what="the run counted")
+    assert runs(otlp, long) == 1
+    deps = otlp.latest(
+        "jobpulse.dependency.duration", **{"jobpulse.dependency.name": "http:VendorApi"}
+    )
+    assert sum(p.count for p in deps) == 1

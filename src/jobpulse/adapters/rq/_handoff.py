@@ -146,6 +146,13 @@ class Handoff:
             if self.handler is not None:
                 self.handler.__dict__.pop("emit", None)
         with _guard.never_raise("adapter.rq.spill"):
+            from ._fork import fresh_connections
+
+            providers = self.rt.providers
+            fresh_connections(
+                getattr(providers.tracer_provider, "_active_span_processor", None),
+                getattr(providers.logger_provider, "_multi_log_record_processor", None),
+            )
             for span in spans:
                 for p in self.processors:
                     p.on_end(span)
