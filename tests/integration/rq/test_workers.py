@@ -128,3 +128,25 @@ def test_a_long_run_in_a_horse_exports_live_and_is_still_counted_once(
         "jobpulse.dependency.duration", **{"jobpulse.dependency.name": "http:VendorApi"}
     )
     assert sum(p.count for p in deps) == 1
+
+
+def test_spawn_worker_runs_are_recorded_by_the_worker_from_rqs_status(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    spawn = pytest.importorskip("rq.worker").__dict__.get("SpawnWorker")
+    if spawn is None:
+        pytest.skip("this RQ has no SpawnWorker")
+    q = Queue("spawn", connection=redis)
+    ok = q.enqueue(jobs.add, 1, 2)
+    bad = q.enqueue(jobs.fail)
+    workers.run("spawn", worker_class="rq.worker.SpawnWorker")
+
+    spans = otlp.wait_for(lambda r: len(r.run_spans()) == 2 and r.run_spans())
+    by_id = {s.attributes["jobpulse.job.id"]: s for s in spans}
+    assert by_id[ok.id].attributes["jobpulse.outcome"] == "success"
+    assert by_id[bad.id].attributes["jobpulse.outcome"] == "error"
+    assert by_id[bad.id].attributes["jobpulse.action"] == "stop"
+    for job in (ok, bad):
+        assert linked_to(by_id[job.id], send_span(producer, job.id))
+    otlp.wait_for(lambda r: r.total("jobpulse.job.runs") >= 2, what="run counters")
+    assert otlp.total("jobpulse.job.runs") == 2
