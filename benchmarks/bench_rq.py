@@ -6,7 +6,9 @@ RQ's throughput; the forking ``Worker`` >= 95%.
 
 Each measurement runs in a fresh process: enqueue the jobs (with jobpulse
 instrumented in the jobpulse rounds, so the jobs carry their trace context),
-then drain them with ``worker.work(burst=True)`` and time that call only.
+then drain them with ``worker.work(burst=True)``, timed from the call to the
+worker's teardown (the one-off flush of what is buffered at shutdown is not
+throughput).
 With jobpulse, spans and metrics go over OTLP/HTTP to a sink in another
 process (it answers 200 and drops the data), as they would to a collector:
 the forking worker's horses pay their real per-job span flush. RQ logs at
@@ -54,11 +56,39 @@ def serve_sink() -> None:
 
 
 # -- one measurement (a child process) -----------------------------------------
+def sdk_only() -> None:
+    """The OpenTelemetry SDK as jobpulse would set it up (traces, metrics, logs over
+    OTLP/HTTP), without jobpulse: what any OTel-instrumented RQ worker pays."""
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tp)
+    metrics.set_meter_provider(
+        MeterProvider(metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
+    )
+    lp = LoggerProvider()
+    lp.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    set_logger_provider(lp)
+
+
 def measure(kind: str, mode: str, jobs: int) -> None:
     if mode == "jobpulse":
         import jobpulse
 
         jobpulse.instrument()
+    elif mode == "sdk":
+        sdk_only()
     from redis import Redis
     from rq import Queue, SimpleWorker, Worker
 
@@ -69,11 +99,21 @@ def measure(kind: str, mode: str, jobs: int) -> None:
         batch = [Queue.prepare_data(NOOP, result_ttl=60) for _ in range(min(500, jobs - start))]
         queue.enqueue_many(batch)
     enqueue_seconds = time.perf_counter() - enqueue_started
-    worker_class = SimpleWorker if kind == "simple" else Worker
-    worker = worker_class([queue], connection=redis)
+    base = SimpleWorker if kind == "simple" else Worker
+    drained: list[float] = []
+
+    class Timed(base):  # type: ignore[misc, valid-type]
+        """Notes when the queue is drained: the worker's shutdown (and jobpulse's final
+        flush of what is still buffered) is not part of its throughput."""
+
+        def teardown(self) -> None:
+            drained.append(time.perf_counter())
+            super().teardown()
+
+    worker = Timed([queue], connection=redis)
     started = time.perf_counter()
     worker.work(burst=True, logging_level="WARNING")
-    seconds = time.perf_counter() - started
+    seconds = drained[0] - started
     done = queue.finished_job_registry.count
     ids = queue.finished_job_registry.get_job_ids()
     for start in range(0, len(ids), 500):  # clean up after itself (other runs share db 2)
@@ -112,6 +152,10 @@ def main() -> None:
     parser.add_argument("--fork-jobs", type=int, default=1000, help="jobs per forking round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("simple", "fork"))
+    parser.add_argument(
+        "--sdk", action="store_true",
+        help="also measure the bare OTel SDK set up without jobpulse (the floor)",
+    )  # fmt: skip
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,10 +175,11 @@ def main() -> None:
         rows = []
         for kind in kinds:
             jobs = args.jobs if kind == "simple" else args.fork_jobs
-            rates: dict[str, list[float]] = {"bare": [], "jobpulse": []}
-            enqueue: dict[str, list[float]] = {"bare": [], "jobpulse": []}
+            modes = ("bare", "sdk", "jobpulse") if args.sdk else ("bare", "jobpulse")
+            rates: dict[str, list[float]] = {m: [] for m in modes}
+            enqueue: dict[str, list[float]] = {m: [] for m in modes}
             for round_ in range(args.rounds):
-                order = ("bare", "jobpulse") if round_ % 2 == 0 else ("jobpulse", "bare")
+                order = modes if round_ % 2 == 0 else tuple(reversed(modes))
                 for mode in order:
                     r = run_child(kind, mode, jobs, endpoint)
                     rates[mode].append(jobs / r["seconds"])
@@ -145,9 +190,10 @@ def main() -> None:
                     )  # fmt: skip
             bare, jp = statistics.median(rates["bare"]), statistics.median(rates["jobpulse"])
             ratios = [j / b for b, j in zip(rates["bare"], rates["jobpulse"], strict=True)]
+            sdk = statistics.median(rates["sdk"]) if args.sdk else None
             rows.append((kind, jobs, bare, jp, jp / bare, min(ratios), max(ratios),
                          statistics.median(enqueue["bare"]),
-                         statistics.median(enqueue["jobpulse"])))  # fmt: skip
+                         statistics.median(enqueue["jobpulse"]), sdk))  # fmt: skip
     finally:
         sink.kill()
         sink.wait()
@@ -161,13 +207,21 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for kind, jobs, bare, jp, ratio, lo, hi, eb, ej in rows:
+    for kind, jobs, bare, jp, ratio, lo, hi, eb, ej, _sdk in rows:
         ok = "ok" if ratio >= target[kind] else "MISS"
         print(
             f"{kind:<8} {jobs:>5} {bare:>12.1f} {jp:>16.1f} {ratio:>6.3f} "
             f"{f'({lo:.3f}-{hi:.3f})':>12} {f'>={target[kind]:.2f}':>7} {ok:>3} "
             f"{eb:>10.0f} / {ej:<10.0f}"
         )
+    if any(row[-1] is not None for row in rows):
+        print()
+        print("the OTel SDK alone (providers + OTLP exporters, no jobpulse), same rounds:")
+        for kind, _jobs, bare, jp, *_rest, sdk in rows:
+            print(
+                f"  {kind:<8} sdk {sdk:8.1f} jobs/s = {sdk / bare:.3f} of bare; "
+                f"jobpulse = {jp / sdk:.3f} of the SDK alone"
+            )
 
 
 if __name__ == "__main__":
