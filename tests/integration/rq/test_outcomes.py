@@ -122,7 +122,7 @@ def test_a_job_abandoned_by_a_dead_worker_is_lost_when_rq_cleans_up(
     # Let the job's heartbeat expire (instead of waiting a minute) and free the
     # maintenance lock the dead worker took, so the next worker cleans up at start.
     registry = StartedJobRegistry(queue=q)
-    members: list[bytes] = redis.zrange(registry.key, 0, -1)
+    members: Any = redis.zrange(registry.key, 0, -1)
     redis.zadd(registry.key, dict.fromkeys(members, 1))
     redis.delete(q.registry_cleaning_key)
     workers.run("abandon", args=("-n", "cleaner"))
