@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+import rq.job
 import rq.queue
 import rq.registry
 import rq.worker
@@ -23,6 +24,7 @@ from .conftest import ROOT
 pytestmark = pytest.mark.integration
 
 PATCHED = [
+    (rq.job.Job, "_execute"),
     (rq.queue.Queue, "create_job"),
     (rq.queue.Queue, "enqueue_call"),
     (rq.queue.Queue, "enqueue_at"),

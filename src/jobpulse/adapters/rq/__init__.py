@@ -54,7 +54,7 @@ class RQAdapter:
         _deps.load()
         p = self._patches
         try:
-            p.wrap(rq.job.Job, "perform", _deps.job_perform)
+            p.wrap(rq.job.Job, "_execute", _deps.job_execute)
             queue = rq.queue.Queue
             p.wrap(queue, "create_job", _producer.create_job)
             for entry in ("enqueue_call", "enqueue_at", "enqueue_many"):

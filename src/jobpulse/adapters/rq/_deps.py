@@ -4,8 +4,8 @@ jobpulse records the calls a run makes (redis-py, HTTP, sockets) as its
 dependencies. The run span covers RQ's bookkeeping for the attempt too
 (marking the job started, saving its result), whose Redis commands would
 otherwise count as the job's "unbounded" Redis calls. So the run is marked
-as jobpulse-internal for detection, except while ``Job.perform`` runs the
-job's own function.
+as jobpulse-internal for detection, except while ``Job._execute`` calls the
+job's own function (``Job.perform`` itself talks to Redis in RQ 2.x).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def reset(token: Token[bool] | None) -> None:
         _inside.reset(token)
 
 
-def job_perform(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Job.perform``: the job's own function, whose calls are the run's dependencies."""
+def job_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Job._execute``: the job's own function, whose calls are the run's dependencies."""
 
     def perform(self: Any, *args: Any, **kwargs: Any) -> Any:
         flag = _inside
