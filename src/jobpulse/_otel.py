@@ -396,3 +396,42 @@ def silence_inherited_readers(readers: Sequence[MetricReader]) -> None:
         event = getattr(reader, "_shutdown_event", None)
         if event is not None:
             event.set()
+
+
+def fresh_connections(*roots: Any) -> int:
+    """Close the HTTP connections a forked child inherited in its exporters' sessions.
+
+    A keep-alive connection of the parent's exporter is, after a fork, the same
+    socket in two processes; a child that exports on it would mix its requests
+    with the parent's. Closing the child's copy leaves the parent's connection
+    alone (no shutdown is sent) and the child's next export opens its own. Walks
+    the processors and exporters under ``roots`` (ten levels deep at most).
+    """
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - the OTLP/HTTP exporter needs requests
+        return 0
+    closed = 0
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0) for root in roots if root is not None]
+    while stack:
+        obj, depth = stack.pop()
+        if id(obj) in seen or depth > 10:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, requests.Session):
+            obj.close()
+            closed += 1
+            continue
+        if isinstance(obj, (tuple, list)):
+            stack.extend((item, depth + 1) for item in obj)
+            continue
+        module = type(obj).__module__ or ""
+        if not module.startswith(("opentelemetry", "jobpulse")):
+            continue
+        try:
+            children = vars(obj).values()
+        except TypeError:
+            continue
+        stack.extend((child, depth + 1) for child in children)
+    return closed

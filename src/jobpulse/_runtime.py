@@ -56,6 +56,11 @@ class Runtime:
             self._child_metrics_pending = True
             if not defer_child_metrics:
                 self.child_metrics()
+        if not defer_child_metrics:
+            # A child that exports on its own (a pool process) must not share the
+            # parent's keep-alive connections to the collector. (An RQ horse defers
+            # this until its run turns long: most never export themselves.)
+            _otel.fresh_connections(self.providers.tracer_provider, self.providers.logger_provider)
         if self.watchdog is not None:
             self.watchdog.restart_after_fork()
 

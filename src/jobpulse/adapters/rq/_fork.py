@@ -59,39 +59,8 @@ def restore(saved: list[tuple[Any, Any]]) -> None:
 
 
 def fresh_connections(*roots: Any) -> int:
-    """Close the HTTP connections a horse inherited in its exporters' sessions.
+    """See :func:`jobpulse._otel.fresh_connections` (the core does this at every fork
+    whose child builds its own metrics; a horse does it when its run turns long)."""
+    from ..._otel import fresh_connections as core
 
-    A keep-alive connection of the worker's exporter is, after the fork, the same
-    socket in two processes; a horse that exports on it (a long run) would mix
-    its requests with the worker's. Closing the horse's copy leaves the worker's
-    connection alone (no shutdown is sent) and the horse's next export opens its
-    own. Walks the processors and exporters under ``roots`` (ten levels deep at most).
-    """
-    try:
-        import requests
-    except ImportError:  # pragma: no cover - the OTLP/HTTP exporter needs requests
-        return 0
-    closed = 0
-    seen: set[int] = set()
-    stack: list[tuple[Any, int]] = [(root, 0) for root in roots if root is not None]
-    while stack:
-        obj, depth = stack.pop()
-        if id(obj) in seen or depth > 10:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, requests.Session):
-            obj.close()
-            closed += 1
-            continue
-        if isinstance(obj, (tuple, list)):
-            stack.extend((item, depth + 1) for item in obj)
-            continue
-        module = type(obj).__module__ or ""
-        if not module.startswith(("opentelemetry", "jobpulse")):
-            continue
-        try:
-            children = vars(obj).values()
-        except TypeError:
-            continue
-        stack.extend((child, depth + 1) for child in children)
-    return closed
+    return core(*roots)
