@@ -19,20 +19,35 @@ from opentelemetry.trace import SpanKind
 
 from ... import _guard, _lifecycle, _runtime
 from ... import _names as n
-from ..._run import JobRun
+from ..._run import Budget, JobRun
 from . import _coexist, _message, _outcome
 from ._process import WORKER, in_pool_child
 
 #: task id -> its run, between task_prerun and task_postrun
 _runs: dict[str, JobRun] = {}
-_code_functions: dict[str, str | None] = {}
+#: what is the same for every run of a task from a queue: built once (reading
+#: Celery's configuration is slow), cleared by uninstall() and at worker start
+_infos: dict[tuple[Any, ...], tuple[dict[str, Any] | None, str | None, Budget | None]] = {}
 
 
-def _code_function(task: Any) -> str | None:
-    name = task.name
-    if name not in _code_functions:
-        _code_functions[name] = _message.code_function(task)
-    return _code_functions[name]
+def _info(
+    task: Any, queue: str, eager: bool, timelimit: Any
+) -> tuple[dict[str, Any] | None, str | None, Budget | None]:
+    if isinstance(timelimit, list):
+        timelimit = tuple(timelimit)
+    key = (task.name, queue, eager, timelimit)
+    info = _infos.get(key)
+    if info is None:
+        # an eager call is no message: no messaging.* or broker attributes
+        attrs = None if eager else _message.messaging_attributes("process", queue)
+        budget = _message.framework_budget(
+            task, timelimit, (WORKER.time_limit, WORKER.soft_time_limit)
+        )
+        info = (attrs, _message.code_function(task), budget)
+        if len(_infos) > 4096:
+            _infos.clear()
+        _infos[key] = info
+    return info
 
 
 def on_prerun(
@@ -40,57 +55,61 @@ def on_prerun(
     kwargs: Any = None, **_: Any,
 ) -> None:  # fmt: skip
     rt = _runtime.get()
-    if rt is None or task is None or task_id is None:
-        return
-    with _guard.never_raise("adapter.celery.run"):
-        request = task.request
-        job_name = task.name
-        eager = bool(getattr(request, "is_eager", False))
-        delivery = getattr(request, "delivery_info", None)
-        queue = "" if eager else _message.queue_of(delivery)
-        if eager:  # no message: the caller's span is the producer
-            ambient = trace.get_current_span().get_span_context()
-            producer = ambient if ambient.is_valid else None
-            queue_wait = None
-        else:
-            producer = _message.producer_context(request)
-            queue_wait = _message.queue_wait(request)
-        attrs = dict(_message.messaging_attributes("process", queue, task.app.conf.broker_url))
-        attrs[n.MESSAGING_MESSAGE_ID] = str(task_id)
-        if rt.settings.record_args:
-            allowed = _lifecycle.args_attributes(job_name, task.run, args or (), kwargs or {})
-            if allowed:
-                attrs.update(allowed)
-        adopted = None
-        if _coexist.contrib_active():
-            contrib_span = _coexist.contrib_run_span(task, task_id)
-            if contrib_span is not None:
-                adopted = _coexist.AdoptedSpan(contrib_span)
-                if producer is not None and getattr(contrib_span, "parent", None) == producer:
-                    producer = None  # contrib made it a child of the producer: no link too
-        run = _lifecycle.begin_run(
-            job_name,
-            system=_message.SYSTEM,
-            job_id=str(task_id),
-            attempt=_message.attempt(getattr(request, "retries", 0)),
-            queue=queue,
-            framework_budget=_message.framework_budget(
-                task,
-                getattr(request, "timelimit", None),
-                (WORKER.time_limit, WORKER.soft_time_limit),
-            ),
-            producer=producer,
-            queue_wait=queue_wait,
-            redelivered=_message.redelivered(delivery),
-            kind=SpanKind.CONSUMER,
-            attributes=attrs,
-            code_function=_code_function(task),
-            record_metrics=eager or not in_pool_child(),
-            worker=None if eager else getattr(request, "hostname", None),
-            span=adopted,
-        )
-        if run is not None:
-            _runs[str(task_id)] = run
+    if rt is not None and task is not None and task_id is not None:
+        _begin(rt, task, str(task_id), args, kwargs)
+
+
+@_guard.guarded("adapter.celery.run")  # a try/except: cheaper than a context manager here
+def _begin(rt: Any, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
+    request = task.request
+    job_name = task.name
+    eager = bool(request.is_eager)
+    if eager:  # no message: the caller's span is the producer
+        delivery = None
+        queue = ""
+        ambient = trace.get_current_span().get_span_context()
+        producer = ambient if ambient.is_valid else None
+        queue_wait = None
+    else:
+        delivery = request.delivery_info
+        queue = _message.queue_of(delivery)
+        producer = _message.producer_context(request)
+        queue_wait = _message.queue_wait(request)
+    base, code_function, budget = _info(task, queue, eager, request.timelimit)
+    attrs: dict[str, Any] | None = None
+    if base is not None:
+        attrs = dict(base)
+        attrs[n.MESSAGING_MESSAGE_ID] = task_id
+    if rt.settings.record_args:
+        allowed = _lifecycle.args_attributes(job_name, task.run, args or (), kwargs or {})
+        if allowed:
+            attrs = {**(attrs or {}), **allowed}
+    adopted = None
+    if _coexist.contrib_active():
+        contrib_span = _coexist.contrib_run_span(task, task_id)
+        if contrib_span is not None:
+            adopted = _coexist.AdoptedSpan(contrib_span)
+            if producer is not None and getattr(contrib_span, "parent", None) == producer:
+                producer = None  # contrib made it a child of the producer: no link too
+    run = _lifecycle.begin_run(
+        job_name,
+        system=_message.SYSTEM,
+        job_id=task_id,
+        attempt=_message.attempt(request.retries),
+        queue=queue,
+        framework_budget=budget,
+        producer=producer,
+        queue_wait=queue_wait,
+        redelivered=None if eager else _message.redelivered(delivery),
+        kind=SpanKind.CONSUMER,
+        attributes=attrs,
+        code_function=code_function,
+        record_metrics=eager or not in_pool_child(),
+        worker=None if eager else request.hostname,
+        span=adopted,
+    )
+    if run is not None:
+        _runs[task_id] = run
 
 
 def on_postrun(
@@ -98,22 +117,25 @@ def on_postrun(
     state: Any = None, **_: Any,
 ) -> None:  # fmt: skip
     run = _runs.pop(str(task_id), None)
-    if run is None:
-        return
-    with _guard.never_raise("adapter.celery.run"):
-        if state is None:  # a BaseException is on its way out of the task
-            exc = sys.exc_info()[1]
-            if not run.record_metrics and _terminated():
-                # The main process terminated this child (hard time limit, revoke with
-                # terminate, cold shutdown) and records the run itself: one run, one record.
-                _lifecycle.abandon_run(run)
-                return
-        else:
-            exc = retval if isinstance(retval, BaseException) else None
-        outcome, action, exc, error_type = _outcome.classify(exc, state=state)
-        _lifecycle.end_run(run, outcome, action, exc, error_type=error_type)
-    if not run.record_metrics:  # a pool child
-        _after_task_in_child()
+    if run is not None:
+        _end(run, retval, state)
+        if not run.record_metrics:  # a pool child
+            _after_task_in_child()
+
+
+@_guard.guarded("adapter.celery.run")
+def _end(run: JobRun, retval: Any, state: Any) -> None:
+    if state is None:  # a BaseException is on its way out of the task
+        exc = sys.exc_info()[1]
+        if not run.record_metrics and _terminated():
+            # The main process terminated this child (hard time limit, revoke with
+            # terminate, cold shutdown) and records the run itself: one run, one record.
+            _lifecycle.abandon_run(run)
+            return
+    else:
+        exc = retval if isinstance(retval, BaseException) else None
+    outcome, action, exc, error_type = _outcome.classify(exc, state=state)
+    _lifecycle.end_run(run, outcome, action, exc, error_type=error_type)
 
 
 def _terminated() -> bool:
@@ -158,4 +180,4 @@ def flush_child() -> None:
 
 def clear() -> None:
     _runs.clear()
-    _code_functions.clear()
+    _infos.clear()

@@ -199,9 +199,11 @@ def broker_attributes(url: Any) -> dict[str, Any]:
 _base: dict[tuple[str, str, str], dict[str, Any]] = {}
 
 
-def messaging_attributes(operation: str, queue: str, broker_url: Any) -> dict[str, Any]:
-    """The ``messaging.*`` (and ``server.*``) attributes shared by every message of a
-    queue, cached: build a per-message dict from this, never mutate it."""
+def messaging_attributes(operation: str, queue: str, broker_url: Any = None) -> dict[str, Any]:
+    """The ``messaging.*`` attributes shared by every message of a queue, and the
+    broker's ``server.*`` when ``broker_url`` is given (the producer's span: the run
+    span carries enough, and every attribute costs each run), cached: build a
+    per-message dict from this, never mutate it."""
     key = (operation, queue, broker_url if isinstance(broker_url, str) else "")
     attrs = _base.get(key)
     if attrs is None:

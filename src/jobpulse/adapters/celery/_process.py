@@ -26,8 +26,24 @@ class WorkerInfo:
 
 WORKER = WorkerInfo()
 
+#: this process's pid, kept current across forks (read on every task)
+PID = os.getpid()
+
+
+def _forked() -> None:
+    global PID
+    PID = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def pid() -> int:
+    return PID
+
 
 def in_pool_child() -> bool:
     """True in a prefork pool child (its parent, the main worker process, counts its runs)."""
-    pid = WORKER.pid
-    return pid is not None and pid != os.getpid()
+    main = WORKER.pid
+    return main is not None and main != PID

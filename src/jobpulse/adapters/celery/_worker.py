@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind
 from ... import _guard, _lifecycle, _otel, _runtime
 from ... import _names as n
 from ..._run import Action, Outcome
-from . import _coexist, _consumer, _message, _outcome
+from . import _coexist, _consumer, _message, _outcome, _process
 from ._process import WORKER, in_pool_child
 
 #: False after uninstall(): Request classes built meanwhile stay, inert
@@ -44,7 +44,7 @@ _terminating: dict[str, float | None] = {}
 def _ran_elsewhere(req: Any) -> bool:
     """The task ran in another process (a prefork child), or never started."""
     pid = req.worker_pid
-    return pid is None or pid != os.getpid()
+    return pid is None or pid != _process.pid()
 
 
 def _identity(req: Any) -> dict[str, Any]:
@@ -64,17 +64,29 @@ def _queue_wait(req: Any) -> float | None:
 
 
 def request_succeeded(req: Any, result: Any) -> None:
-    if not ACTIVE or _runtime.get() is None or not _ran_elsewhere(req):
-        return
-    if not isinstance(result, tuple) or len(result) != 3 or result[0]:
-        return  # a failure: Celery passes it on to on_failure
-    with _guard.never_raise("adapter.celery.worker"):
-        runtime = result[2]
-        _lifecycle.count_run(
-            **_identity(req), outcome=Outcome.SUCCESS, action=Action.NONE,
-            duration=runtime if isinstance(runtime, (int, float)) else None,
-            queue_wait=_queue_wait(req),
-        )  # fmt: skip
+    """The main process's hot path: one call per task, kept lean."""
+    if (
+        ACTIVE
+        and type(result) is tuple
+        and len(result) == 3
+        and not result[0]  # a failure: Celery passes it on to on_failure
+        and _ran_elsewhere(req)
+        and _runtime.get() is not None
+    ):
+        _count_success(req, result[2])
+
+
+@_guard.guarded("adapter.celery.worker")
+def _count_success(req: Any, runtime: Any) -> None:
+    info = req.request_dict
+    started = req.time_start
+    _lifecycle.count_run(
+        req.task.name, system=_message.SYSTEM, queue=_message.queue_of(req.delivery_info),
+        outcome=Outcome.SUCCESS, action=Action.NONE,
+        duration=runtime if isinstance(runtime, (int, float)) else None,
+        queue_wait=None if started is None else _message.queue_wait(info, started),
+        job_id=req.id, attempt=_message.attempt(info.get("retries", 0)),
+    )  # fmt: skip
     req._jobpulse_done = True
 
 
@@ -160,9 +172,7 @@ def _record(req: Any, outcome: Outcome, action: Action, exc: BaseException | Non
     ident = _identity(req)
     info = req.request_dict
     started = req.time_start
-    attrs = dict(
-        _message.messaging_attributes("process", ident["queue"], req.task.app.conf.broker_url)
-    )
+    attrs = dict(_message.messaging_attributes("process", ident["queue"]))
     attrs[n.MESSAGING_MESSAGE_ID] = ident["job_id"]
     code_function = _message.code_function(req.task)
     if code_function:
@@ -271,7 +281,7 @@ def on_revoked(
         job_name = getattr(sender, "name", None) or str(getattr(request, "task", "") or "")
         queue = _message.queue_of(getattr(request, "delivery_info", None))
         started = _terminating.pop(task_id, None) if terminated else None
-        attrs = dict(_message.messaging_attributes("process", queue, _broker_url(sender)))
+        attrs = dict(_message.messaging_attributes("process", queue))
         attrs[n.MESSAGING_MESSAGE_ID] = task_id
         _lifecycle.record_run(
             job_name, system=_message.SYSTEM, outcome=Outcome.CANCELLED, action=Action.NONE,
@@ -286,11 +296,6 @@ def on_revoked(
         )  # fmt: skip
 
 
-def _broker_url(task: Any) -> Any:
-    app = getattr(task, "app", None)
-    return getattr(getattr(app, "conf", None), "broker_url", None)
-
-
 # -- worker lifecycle ------------------------------------------------------------------
 def on_worker_init(sender: Any = None, **_: Any) -> None:
     """Main process, before the pool forks: what the children need to know."""
@@ -303,6 +308,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         WORKER.max_memory_per_child = getattr(sender, "max_memory_per_child", None) or None
         WORKER.time_limit = getattr(sender, "time_limit", None)
         WORKER.soft_time_limit = getattr(sender, "soft_time_limit", None)
+        _consumer.clear()  # cached budgets knew no worker time limits
         patch_strategy()
         keep_order()
 
