@@ -77,12 +77,19 @@ class BudgetExceeded(TimeoutError):
     this one too. Raised only when enforcement is on.
     """
 
+    # Its public home: error.type reads ``jobpulse.BudgetExceeded``, and pickles
+    # (Celery result backends, pool pipes) name the module users import it from.
+    __module__ = "jobpulse"
+
     def __init__(self, job: str, reason: str, limit: float, elapsed: float) -> None:
         self.job = job
         self.reason = reason
         self.limit = limit
         self.elapsed = elapsed
         super().__init__(f"{job}: {reason} budget of {limit:g}s exceeded after {elapsed:.3f}s")
+
+    def __reduce__(self) -> tuple[type[BudgetExceeded], tuple[str, str, float, float]]:
+        return (type(self), (self.job, self.reason, self.limit, self.elapsed))
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,18 @@ def test_passthrough_exceptions_are_not_swallowed() -> None:
     _guard.add_passthrough(SoftTimeLimit)
     with pytest.raises(SoftTimeLimit), _guard.never_raise("x"):
         raise SoftTimeLimit()
+
+
+def test_budget_exceeded_pickles_under_its_public_name() -> None:
+    import pickle
+
+    exc = jobpulse.BudgetExceeded("tasks.export", "max_runtime", 300, 301.5)
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is jobpulse.BudgetExceeded
+    assert (again.job, again.reason, again.limit, again.elapsed) == (
+        "tasks.export",
+        "max_runtime",
+        300,
+        301.5,
+    )
+    assert type(exc).__module__ == "jobpulse"

@@ -144,7 +144,7 @@ def test_enforced_sync_run_gets_budget_exceeded_from_its_next_heartbeat() -> Non
         (run,) = cap.run_spans()
         assert run.attributes["jobpulse.outcome"] == "timeout"
         assert run.attributes["jobpulse.action"] == "stop"
-        assert run.attributes["error.type"] == "jobpulse._run.BudgetExceeded"
+        assert run.attributes["error.type"] == "jobpulse.BudgetExceeded"
         names = [e.name for e in run.events]
         assert "jobpulse.stalled" in names
         assert "jobpulse.cancel_requested" in names
