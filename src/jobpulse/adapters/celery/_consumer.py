@@ -19,10 +19,11 @@ from opentelemetry.trace import SpanKind
 
 from ... import _guard, _lifecycle, _runtime
 from ... import _names as n
-from ..._run import Budget, JobRun
+from ..._run import Action, Budget, JobRun, Outcome
 from . import _coexist, _message, _outcome
 from ._process import WORKER, in_pool_child
 
+_SUCCESS = "SUCCESS"  # celery.states.SUCCESS
 #: task id -> its run, between task_prerun and task_postrun
 _runs: dict[str, JobRun] = {}
 #: what is the same for every run of a task from a queue: built once (reading
@@ -116,11 +117,15 @@ def on_postrun(
     sender: Any = None, task_id: Any = None, task: Any = None, retval: Any = None,
     state: Any = None, **_: Any,
 ) -> None:  # fmt: skip
-    run = _runs.pop(str(task_id), None)
-    if run is not None:
+    run = _runs.pop(task_id if type(task_id) is str else str(task_id), None)
+    if run is None:
+        return
+    if state == _SUCCESS:  # the common case, straight to the core (which never raises)
+        _lifecycle.end_run(run, Outcome.SUCCESS, Action.NONE)
+    else:
         _end(run, retval, state)
-        if not run.record_metrics:  # a pool child
-            _after_task_in_child()
+    if not run.record_metrics:  # a pool child
+        _after_task_in_child()
 
 
 @_guard.guarded("adapter.celery.run")
