@@ -384,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.inproc_child:
         inproc_child(args.inproc_child, args.tasks)
         return 0
+    # a SIGTERM (a timeout, Ctrl+C in a wrapper) still runs the finally blocks that
+    # stop the workers: they run in their own sessions and would outlive us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     inproc_results = {} if args.skip_inproc else inproc(args.rounds, args.tasks)
     configs = ("bare", "jobpulse") if args.no_contrib_e2e else CONFIGS
     e2e_results = {} if args.skip_e2e else e2e(args.e2e_rounds, args.e2e_tasks, configs)

@@ -9,6 +9,7 @@ has a deadline; nothing sleeps a fixed time to synchronise.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -177,6 +178,15 @@ def _forget_our_redis_keys() -> Iterator[None]:
         for pattern in ("jp:*", f"jp-{SESSION}-*", f"_kombu.binding.jp-{SESSION}-*"):
             for key in client.scan_iter(pattern, count=500):
                 client.delete(key)
+        # messages a killed worker left unacknowledged (kombu's shared "unacked" hash)
+        for tag, payload in client.hscan_iter("unacked"):
+            try:
+                routing_key = json.loads(payload)[2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            if str(routing_key).startswith(f"jp-{SESSION}-"):
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
         client.close()
     except Exception:
         pass

@@ -21,7 +21,7 @@ from celery.exceptions import (
 from opentelemetry import trace
 
 import jobpulse
-from jobpulse import _guard
+from jobpulse import BudgetExceeded, _guard
 from jobpulse.adapters.celery import _message, _outcome
 from jobpulse.testing import capture
 
@@ -282,6 +282,8 @@ def test_budget_from_task_limits_and_retries() -> None:
         (SoftTimeLimitExceeded(), "FAILURE",
          ("timeout", "stop", "celery.exceptions.SoftTimeLimitExceeded")),
         (TimeLimitExceeded(3), None, ("timeout", "stop", "celery.exceptions.TimeLimitExceeded")),
+        (BudgetExceeded("j", "max_runtime", 1, 2), "FAILURE",
+         ("timeout", "stop", "jobpulse.BudgetExceeded")),
         (WorkerLostError("x"), None, ("error", "stop", "celery.exceptions.WorkerLostError")),
     ],
 )  # fmt: skip

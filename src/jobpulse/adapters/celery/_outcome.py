@@ -19,7 +19,7 @@ from celery.exceptions import (
 )
 from celery.utils.serialization import UnpickleableExceptionWrapper
 
-from ..._run import Action, Outcome
+from ..._run import Action, BudgetExceeded, Outcome
 from ..._textsafe import error_type_of
 
 #: billiard defines these; Celery users know them by their celery.exceptions name.
@@ -44,10 +44,11 @@ def error_type(exc: BaseException) -> str:
 
 
 def soft_limit_in(exc: BaseException | None) -> bool:
-    """The soft time limit caused this exception (raised it, or was being handled)."""
+    """A time limit caused this exception (raised it, or was being handled): Celery's
+    soft time limit, or jobpulse's enforced budget."""
     seen = 0
     while exc is not None and seen < 16:
-        if isinstance(exc, SoftTimeLimitExceeded):
+        if isinstance(exc, (SoftTimeLimitExceeded, BudgetExceeded)):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
