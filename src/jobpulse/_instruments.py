@@ -112,9 +112,15 @@ class Instruments:
             self._run_counts[k] = self._run_counts.get(k, 0) + increment
 
     def _observe_runs(self, _: CallbackOptions) -> Iterable[Observation]:
-        with self._count_lock:
-            counts = list(self._run_counts.items())
-        return [Observation(value, self._run_attrs[k]) for k, value in counts]
+        # An SDK keeps the first callback registered under a name: through a proxy
+        # MeterProvider that can be an earlier Instruments'. Report the current ones.
+        from . import _runtime
+
+        rt = _runtime.get()
+        source = rt.instruments if rt is not None else self
+        with source._count_lock:
+            counts = list(source._run_counts.items())
+        return [Observation(value, source._run_attrs[k]) for k, value in counts]
 
     def _run_attr(self, key: JobKey, outcome: str, action: str) -> Attrs:
         k = (key, outcome, action)
