@@ -411,9 +411,11 @@ def count_run(
     rt = _runtime.get()
     if rt is None:
         return
-    with _guard.never_raise("run.count"):
-        outcome = Outcome(outcome)
-        act = coerce_pair(outcome, None if action is None else Action(action))
+    try:  # never_raise, spelled out: Celery's main process calls this for every task
+        outcome = _OUTCOMES.get(outcome) or Outcome(outcome)
+        act = coerce_pair(
+            outcome, None if action is None else _ACTIONS.get(action) or Action(action)
+        )
         if outcome in FAILED_OUTCOMES and error_type is None:
             error_type = error_type_of(exc) if exc is not None else outcome.value
         if outcome in FAILED_OUTCOMES:
@@ -427,6 +429,12 @@ def count_run(
         if queue_wait is not None:
             rt.instruments.record_queue_wait(key, max(0.0, queue_wait))
         rt.instruments.record_run(key, outcome, act, error_type, duration)
+    except _guard.PASSTHROUGH:
+        raise
+    except Exception as exc_:
+        _guard.report("run.count", exc_)
+        if _guard.RAISE_INTERNAL:
+            raise
 
 
 def record_run(
