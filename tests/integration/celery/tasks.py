@@ -126,6 +126,10 @@ def register(app: Celery) -> None:
         coord().set(f"jp:pid:{self.request.id}", os.getpid(), ex=600)
         time.sleep(60)
 
+    @task(name="jp.exit")
+    def exit_() -> None:
+        raise SystemExit(3)
+
     @task(name="jp.args")
     def args(customer: str, secret: str) -> None:
         return None

@@ -299,6 +299,22 @@ def test_sigkilled_child_is_lost_and_counted_once(worker: Worker, receiver: Rece
     assert worker.send("jp.add", 3, 3).get(timeout=30) == 6
 
 
+def test_a_task_that_exits_its_child_is_lost_recorded_once(
+    worker: Worker, receiver: Receiver
+) -> None:
+    result = worker.send("jp.exit")
+    (run,) = wait_runs(receiver, result.id)
+    assert (run.attributes["jobpulse.outcome"], run.attributes["jobpulse.action"]) == (
+        "lost",
+        "stop",
+    )
+    assert _main(run)
+    q = _attrs(worker, **{"jobpulse.job.name": "jp.exit"})
+    assert settled_total(receiver, "jobpulse.job.runs", **q, **{"jobpulse.outcome": "lost"}) == 1
+    assert len(runs_of(receiver, result.id)) == 1
+    assert worker.send("jp.add", 4, 4).get(timeout=30) == 8
+
+
 def test_queue_wait_leaves_out_the_countdown_and_clamps_clock_skew(
     worker: Worker, receiver: Receiver
 ) -> None:

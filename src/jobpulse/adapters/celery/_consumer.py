@@ -132,9 +132,13 @@ def on_postrun(
 def _end(run: JobRun, retval: Any, state: Any) -> None:
     if state is None:  # a BaseException is on its way out of the task
         exc = sys.exc_info()[1]
-        if not run.record_metrics and _terminated():
-            # The main process terminated this child (hard time limit, revoke with
-            # terminate, cold shutdown) and records the run itself: one run, one record.
+        if not run.record_metrics and (
+            _terminated() or isinstance(exc, (SystemExit, KeyboardInterrupt))
+        ):
+            # This pool child is going away: the main process terminated it (hard time
+            # limit, revoke with terminate, cold shutdown), or the task's SystemExit ends
+            # it (Celery then reports a lost worker). The main process records the run:
+            # one run, one record.
             _lifecycle.abandon_run(run)
             return
     else:
