@@ -184,7 +184,7 @@ def test_uninstrument_removes_every_hook(app: Celery) -> None:
 
 
 def test_request_classes_built_while_instrumented_go_inert(app: Celery) -> None:
-    from jobpulse.adapters.celery import _worker
+    from jobpulse.adapters.celery import _requests
 
     class Base:
         calls: list[str] = []
@@ -193,7 +193,7 @@ def test_request_classes_built_while_instrumented_go_inert(app: Celery) -> None:
             self.calls.append("success")
 
     with capture(raise_internal=True):
-        cls = _worker.request_class(Base)
+        cls = _requests.request_class(Base)
     assert cls.__name__ == "Base"
     cls().on_success((0, None, 0.1))  # uninstrumented: Celery's method only
     assert Base.calls == ["success"]

@@ -5,9 +5,11 @@ all removed by ``uninstall()``:
 
 * producer side (:mod:`._producer`): ``before_task_publish``/``after_task_publish``;
 * where the task runs (:mod:`._consumer`): ``task_prerun``/``task_postrun``;
-* the worker's main process (:mod:`._worker`): each task's Request class, through
-  ``celery.worker.strategy.create_request_cls``, plus ``task_revoked`` and the
-  worker lifecycle signals.
+* the worker's main process (:mod:`._requests`): each task's Request class, through
+  ``celery.worker.strategy.create_request_cls``, and ``task_revoked``;
+* the worker's lifecycle (:mod:`._worker`): ``worker_init``/``worker_ready``/
+  ``worker_shutdown``, ``worker_process_init``/``worker_process_shutdown``;
+* living with opentelemetry-instrumentation-celery: :mod:`._coexist`.
 
 Nothing changes how Celery behaves: receivers only read, results, acks,
 retries and time limits are Celery's own. See ``docs/celery.md``.
@@ -19,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ... import _guard
-from . import _consumer, _producer, _worker
+from . import _consumer, _process, _producer, _requests, _worker
 
 if TYPE_CHECKING:
     from ..._runtime import Runtime
@@ -36,7 +38,7 @@ def _receivers() -> list[tuple[Any, Any, str]]:
         (signals.after_task_publish, _producer.after_publish, "jobpulse.celery.after_publish"),
         (signals.task_prerun, _consumer.on_prerun, PRERUN_UID),
         (signals.task_postrun, _consumer.on_postrun, POSTRUN_UID),
-        (signals.task_revoked, _worker.on_revoked, "jobpulse.celery.task_revoked"),
+        (signals.task_revoked, _requests.on_revoked, "jobpulse.celery.task_revoked"),
         (signals.worker_init, _worker.on_worker_init, "jobpulse.celery.worker_init"),
         (signals.worker_ready, _worker.on_worker_ready, "jobpulse.celery.worker_ready"),
         (signals.worker_shutdown, _worker.on_worker_shutdown, "jobpulse.celery.worker_shutdown"),
@@ -66,20 +68,20 @@ class CeleryAdapter:
         _guard.add_passthrough(SoftTimeLimitExceeded)
         for signal, receiver, uid in _receivers():
             signal.connect(receiver, weak=False, dispatch_uid=uid)
-        _worker.ACTIVE = True
+        _process.ACTIVE = True
         self._installed = True
         if "celery.worker.strategy" in sys.modules:  # else at worker_init
-            _worker.patch_strategy()
+            _requests.patch_strategy()
         _worker.keep_order()
 
     def uninstall(self) -> None:
         if not self._installed:
             return
         self._installed = False
-        _worker.ACTIVE = False
+        _process.ACTIVE = False
         for signal, receiver, uid in _receivers():
             signal.disconnect(receiver, dispatch_uid=uid)
-        _worker.unpatch_strategy()
+        _requests.unpatch_strategy()
         _worker.drop_capacity()
         _producer.clear()
         _consumer.clear()

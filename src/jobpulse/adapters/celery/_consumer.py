@@ -3,7 +3,7 @@
 These receivers run where the task runs: a prefork pool child, or the main
 worker process for the solo, threads, gevent and eventlet pools, or the caller
 for eager ``apply()``. In a prefork child the run records no counters or
-histograms (the main process counts it, see :mod:`._worker`) and, when the child
+histograms (the main process counts it, see :mod:`._requests`) and, when the child
 is about to be recycled (``worker_max_tasks_per_child``,
 ``worker_max_memory_per_child``), spans are flushed at the end of the task,
 bounded by ``flush_timeout``.

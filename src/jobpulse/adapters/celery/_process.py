@@ -26,6 +26,10 @@ class WorkerInfo:
 
 WORKER = WorkerInfo()
 
+#: the adapter is installed; False after uninstall(): Request classes built while it
+#: was on stay, inert
+ACTIVE = False
+
 #: this process's pid, kept current across forks (read on every task)
 PID = os.getpid()
 
