@@ -287,7 +287,9 @@ class E2EWorker:
         import redis
 
         client = redis.Redis.from_url(REDIS_URL)
-        client.delete(self.queue)
+        client.delete(
+            self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}"
+        )
         client.close()
 
 

@@ -175,7 +175,7 @@ def _forget_our_redis_keys() -> Iterator[None]:
     yield
     try:
         client = coord()
-        for pattern in ("jp:*", f"jp-{SESSION}-*", f"_kombu.binding.jp-{SESSION}-*"):
+        for pattern in ("jp:*", f"jp-{SESSION}-*", f"_kombu.binding*.jp-{SESSION}-*"):
             for key in client.scan_iter(pattern, count=500):
                 client.delete(key)
         # messages a killed worker left unacknowledged (kombu's shared "unacked" hash)

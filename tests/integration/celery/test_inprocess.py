@@ -25,13 +25,13 @@ from jobpulse import BudgetExceeded, _guard
 from jobpulse.adapters.celery import _message, _outcome
 from jobpulse.testing import capture
 
-from .conftest import span_ids
+from .conftest import SESSION, span_ids
 from .tasks import REDIS_URL, create_app
 
 
 @pytest.fixture
 def app() -> Iterator[Celery]:
-    app = create_app(REDIS_URL, f"jp-inproc-{uuid.uuid4().hex[:8]}")
+    app = create_app(REDIS_URL, f"jp-{SESSION}-inproc-{uuid.uuid4().hex[:6]}")
     yield app
     app.close()
 
