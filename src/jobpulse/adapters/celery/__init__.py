@@ -4,15 +4,17 @@ Installed when ``celery`` is imported (or at once, if it already is). Hooks,
 all removed by ``uninstall()``:
 
 * producer side (:mod:`._producer`): ``before_task_publish``/``after_task_publish``;
-* where the task runs (:mod:`._consumer`): ``task_prerun``/``task_postrun``;
+* where the task runs (:mod:`._consumer`): ``task_prerun``/``task_postrun``, and
+  ``Task.retry`` (guardrails enforce mode: a poison run is rejected, not retried);
 * the worker's main process (:mod:`._requests`): each task's Request class, through
   ``celery.worker.strategy.create_request_cls``, and ``task_revoked``;
 * the worker's lifecycle (:mod:`._worker`): ``worker_init``/``worker_ready``/
   ``worker_shutdown``, ``worker_process_init``/``worker_process_shutdown``;
 * living with opentelemetry-instrumentation-celery: :mod:`._coexist`.
 
-Nothing changes how Celery behaves: receivers only read, results, acks,
-retries and time limits are Celery's own. See ``docs/celery.md``.
+Nothing changes how Celery behaves (receivers only read; results, acks,
+retries and time limits are Celery's own), except in guardrails enforce mode: a
+poison run's retry becomes ``Reject(exc, requeue=False)``. See ``docs/celery.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class CeleryAdapter:
             signal.connect(receiver, weak=False, dispatch_uid=uid)
         _process.ACTIVE = True
         self._installed = True
+        _consumer.patch_retry()  # guardrails enforce mode: no retry for a poison run
         if "celery.worker.strategy" in sys.modules:  # else at worker_init
             _requests.patch_strategy()
         _worker.keep_order()
@@ -82,6 +85,7 @@ class CeleryAdapter:
         for signal, receiver, uid in _receivers():
             signal.disconnect(receiver, dispatch_uid=uid)
         _requests.unpatch_strategy()
+        _consumer.unpatch_retry()
         _worker.drop_capacity()
         _producer.clear()
         _consumer.clear()

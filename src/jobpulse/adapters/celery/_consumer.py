@@ -190,3 +190,63 @@ def flush_child() -> None:
 def clear() -> None:
     _runs.clear()
     _infos.clear()
+
+
+# -- guardrails enforce mode: a poison run is rejected, not retried ------------------
+_original_retry: Any = None
+
+
+def _quarantine_instead(task: Any, exc: BaseException | None) -> BaseException | None:
+    """The :class:`~._outcome.Quarantined` rejection to raise instead of retrying, when
+    the guardrails (enforce mode) classify this failure as poison; None otherwise."""
+    if exc is None or _runtime.get() is None:
+        return None
+    with _guard.never_raise("adapter.celery.guardrails"):
+        request = task.request
+        if request.is_eager or request.called_directly or request.id is None:
+            return None  # no message to reject
+        run = _runs.get(str(request.id))
+        if run is None:
+            return None
+        from celery.utils.serialization import get_pickleable_exception
+
+        from ...guardrails._adapters import celery_failed
+
+        if celery_failed(task, request, run, exc) is None:
+            return None
+        # the pool sends the rejection to the main process: keep it picklable
+        return _outcome.Quarantined(get_pickleable_exception(exc), requeue=False)
+    return None
+
+
+def patch_retry() -> None:
+    """Wrap ``Task.retry`` (also what ``autoretry_for`` calls), where the next attempt
+    would be sent: in enforce mode a poison run raises ``Reject(exc, requeue=False)``."""
+    global _original_retry
+    if _original_retry is not None:
+        return
+    from celery.app.task import Task
+
+    original = Task.retry
+
+    def retry(self: Any, args: Any = None, kwargs: Any = None, exc: Any = None,
+              *rest: Any, **options: Any) -> Any:  # fmt: skip
+        reject = _quarantine_instead(self, exc if exc is not None else sys.exc_info()[1])
+        if reject is not None:
+            raise reject
+        return original(self, args, kwargs, exc, *rest, **options)
+
+    retry.__wrapped__ = original  # type: ignore[attr-defined]
+    retry.__doc__ = original.__doc__
+    Task.retry = retry  # type: ignore[method-assign]
+    _original_retry = original
+
+
+def unpatch_retry() -> None:
+    global _original_retry
+    if _original_retry is None:
+        return
+    from celery.app.task import Task
+
+    Task.retry = _original_retry  # type: ignore[method-assign]
+    _original_retry = None

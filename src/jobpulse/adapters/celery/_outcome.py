@@ -28,6 +28,14 @@ _CELERY_NAMES: dict[type[BaseException], str] = {
     for cls in (SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError, Terminated)
 }
 
+
+class Quarantined(Reject):  # type: ignore[misc]
+    """The guardrails' ``Reject(exc, requeue=False)`` for a poison run (enforce mode):
+    Celery handles it as any rejection without requeue (FAILURE result, a dead-letter
+    exchange gets the message); jobpulse records it as ``error``/``quarantine`` with
+    the task's own exception (``reason``)."""
+
+
 Verdict = tuple[Outcome, Action, "BaseException | None", "str | None"]
 SUCCESS: Verdict = (Outcome.SUCCESS, Action.NONE, None, None)
 
@@ -74,6 +82,9 @@ def classify(
             inner or exc,
             error_type(inner or exc),
         )
+    if isinstance(exc, Quarantined):  # guardrails enforce mode: the run failed, poison
+        inner = exc.reason if isinstance(exc.reason, BaseException) else None
+        return Outcome.ERROR, Action.QUARANTINE, inner or exc, error_type(inner or exc)
     if isinstance(exc, Reject):
         return Outcome.CANCELLED, Action.RETRY if exc.requeue else Action.STOP, None, None
     if isinstance(exc, Ignore):
