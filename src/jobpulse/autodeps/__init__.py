@@ -61,8 +61,11 @@ def internal() -> Iterator[None]:
 
 
 def active() -> bool:
-    """Is there a run to attribute a call to (and are we not already inside one)?"""
-    return current.get() is not None and not _inside.get()
+    """Is there a run to attribute a call to (and are we not already inside one)?
+
+    Calls a job framework makes itself inside a run (Celery publishing a chain's next
+    task or storing a result, through kombu/redis) are not the run's dependencies."""
+    return current.get() is not None and not _inside.get() and not framework_call()
 
 
 # -- call sites ------------------------------------------------------------------
@@ -116,6 +119,37 @@ def call_site() -> tuple[str, int]:
             return filename, frame.f_lineno
         frame = frame.f_back  # type: ignore[assignment]
     return "<unknown>", 0
+
+
+#: job frameworks whose own calls inside a run are not the run's dependencies
+_FRAMEWORK_MODULES = ("celery", "kombu", "billiard", "amqp")
+_framework: tuple[int, tuple[str, ...]] = (0, ())
+
+
+def _framework_prefixes() -> tuple[str, ...]:
+    """Paths of the loaded framework packages (recomputed when more are loaded)."""
+    global _framework
+    loaded = [m for m in (sys.modules.get(name) for name in _FRAMEWORK_MODULES) if m]
+    if len(loaded) != _framework[0]:
+        out: list[str] = []
+        for module in loaded:
+            paths = getattr(module, "__path__", None)
+            if paths is not None:
+                out.extend(os.path.join(p, "") for p in paths)
+            elif getattr(module, "__file__", None):
+                out.append(module.__file__)  # type: ignore[arg-type]
+        _framework = (len(loaded), tuple(out))
+    return _framework[1]
+
+
+def framework_call() -> bool:
+    """The innermost caller outside jobpulse and the client libraries is a job
+    framework's own code (celery, kombu, billiard, amqp), not the job's."""
+    frameworks = _framework_prefixes()
+    if not frameworks:
+        return False
+    filename, _ = call_site()
+    return filename.startswith(frameworks)
 
 
 # -- one detected call -------------------------------------------------------------
