@@ -98,8 +98,9 @@ def test_task_signals_others_rely_on_still_fire(app: Celery) -> None:
 def test_headers_carry_context_and_enqueue_time_as_strings(app: Celery) -> None:
     seen: dict[str, Any] = {}
 
-    def probe(headers: Any = None, **_: Any) -> None:  # connected after jobpulse's
-        seen.update(headers)
+    def probe(headers: Any = None, properties: Any = None, **_: Any) -> None:
+        seen.update(headers)  # connected after jobpulse's receiver
+        seen["properties"] = dict(properties or {})
 
     queue = app.conf.task_default_queue
     try:
@@ -117,6 +118,8 @@ def test_headers_carry_context_and_enqueue_time_as_strings(app: Celery) -> None:
     assert seen["traceparent"].startswith(f"00-{trace_id}-{span_id}-")
     assert isinstance(seen["jobpulse_enqueued_at"], str)
     assert before <= float(seen["jobpulse_enqueued_at"]) <= time.time()
+    # The AMQP timestamp property, whole seconds (the probe reads it on RabbitMQ).
+    assert int(before) <= seen["properties"]["timestamp"] <= time.time()
     assert send.name == "send jp.add"
     assert send.kind is trace.SpanKind.PRODUCER
     a = dict(send.attributes or {})

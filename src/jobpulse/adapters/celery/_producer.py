@@ -31,7 +31,12 @@ def _broker_url() -> Any:
 
 
 def before_publish(
-    sender: Any = None, body: Any = None, routing_key: Any = None, headers: Any = None, **_: Any
+    sender: Any = None,
+    body: Any = None,
+    routing_key: Any = None,
+    headers: Any = None,
+    properties: Any = None,
+    **_: Any,
 ) -> None:
     rt = _runtime.get()
     if rt is None or not isinstance(headers, dict):
@@ -64,7 +69,12 @@ def before_publish(
             if len(_pending) >= _MAX_PENDING:
                 _pending.pop(next(iter(_pending))).end()
             _pending[str(task_id)] = span
-        headers[_message.ENQUEUED_AT] = repr(time.time())
+        now = time.time()
+        headers[_message.ENQUEUED_AT] = repr(now)
+        if isinstance(properties, dict):
+            # The AMQP timestamp property: RabbitMQ's management API reports the head
+            # message's, which is how `jobpulse probe` tells a queue's oldest age there.
+            properties.setdefault("timestamp", int(now))
 
 
 def after_publish(sender: Any = None, headers: Any = None, **_: Any) -> None:
