@@ -80,10 +80,16 @@ def never_raise(component: str) -> Iterator[None]:
         yield
     except PASSTHROUGH:
         raise
-    except Exception as exc:
-        report(component, exc)
-        if RAISE_INTERNAL:
-            raise
+    except Exception as exc:  # noqa: BLE001 - swallow() re-raises in tests
+        swallow(component, exc)
+
+
+def swallow(component: str, exc: Exception) -> None:
+    """Count and log a failure caught by hand in a hot path (``never_raise`` spelled
+    out, without a context manager's cost); re-raises it when tests ask."""
+    report(component, exc)
+    if RAISE_INTERNAL:
+        raise exc
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,10 +104,8 @@ def guarded(component: str, default: Any = None) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             except PASSTHROUGH:
                 raise
-            except Exception as exc:
-                report(component, exc)
-                if RAISE_INTERNAL:
-                    raise
+            except Exception as exc:  # noqa: BLE001 - swallow() re-raises in tests
+                swallow(component, exc)
                 return default
 
         inner.__name__ = getattr(fn, "__name__", "guarded")

@@ -107,6 +107,39 @@ def arg_values(allowed: Sequence[str], values: Mapping[str, Any]) -> dict[str, A
     return {ARG_PREFIX + name: attribute_value(values[name]) for name in allowed if name in values}
 
 
+def _identity(
+    job_name: str,
+    job_id: str,
+    run_id: str,
+    attempt: int,
+    system: str,
+    queue: str,
+    budget: Budget,
+) -> dict[str, Any]:
+    """The run span's identity and budget attributes, shared by every way a run is recorded."""
+    attrs: dict[str, Any] = {
+        n.JOB_NAME: job_name,
+        n.JOB_ID: job_id,
+        n.RUN_ID: run_id,
+        n.ATTEMPT: attempt,
+        n.SYSTEM: system,
+    }
+    if queue:
+        attrs[n.QUEUE_NAME] = queue
+    if budget.max_runtime is not None:
+        attrs[n.BUDGET_MAX_RUNTIME] = float(budget.max_runtime)
+    if budget.heartbeat_timeout is not None:
+        attrs[n.BUDGET_HEARTBEAT_TIMEOUT] = float(budget.heartbeat_timeout)
+    return attrs
+
+
+def _parent_context(continue_trace: bool, producer: trace.SpanContext | None) -> Any:
+    """A new trace, or (``continue_trace``) the producer's span as the parent."""
+    if continue_trace and producer is not None and producer.is_valid:
+        return trace.set_span_in_context(trace.NonRecordingSpan(producer))
+    return _EMPTY_CONTEXT
+
+
 def _links(producer: trace.SpanContext | None, extra: Sequence[trace.SpanContext]) -> list[Link]:
     links = []
     for ctx in (producer, *extra):
@@ -171,19 +204,7 @@ def begin_run(
             record_metrics=record_metrics,
             code_function=code_function,
         )
-        attrs: dict[str, Any] = {
-            n.JOB_NAME: job_name,
-            n.JOB_ID: run.job_id,
-            n.RUN_ID: run.run_id,
-            n.ATTEMPT: run.attempt,
-            n.SYSTEM: system,
-        }
-        if queue:
-            attrs[n.QUEUE_NAME] = queue
-        if budget.max_runtime is not None:
-            attrs[n.BUDGET_MAX_RUNTIME] = float(budget.max_runtime)
-        if budget.heartbeat_timeout is not None:
-            attrs[n.BUDGET_HEARTBEAT_TIMEOUT] = float(budget.heartbeat_timeout)
+        attrs = _identity(job_name, run.job_id, run.run_id, run.attempt, system, queue, budget)
         if queue_wait is not None:
             queue_wait = max(0.0, float(queue_wait))
             attrs[n.QUEUE_WAIT] = queue_wait
@@ -200,9 +221,7 @@ def begin_run(
         if producer is None and system in ("function", "asyncio"):
             ambient = trace.get_current_span().get_span_context()
             producer = ambient if ambient.is_valid else None
-        parent = _EMPTY_CONTEXT
-        if settings.continue_trace and producer is not None and producer.is_valid:
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
+        parent = _parent_context(settings.continue_trace, producer)
         if span is None:
             run.span = rt.tracer.start_span(
                 job_name, context=parent, kind=kind, attributes=attrs, links=_links(producer, links)
@@ -226,10 +245,8 @@ def begin_run(
         return run
     except _guard.PASSTHROUGH:
         raise
-    except Exception as exc:
-        _guard.report("run.begin", exc)
-        if _guard.RAISE_INTERNAL:
-            raise
+    except Exception as exc:  # noqa: BLE001 - swallow() re-raises in tests
+        _guard.swallow("run.begin", exc)
     return None
 
 
@@ -259,10 +276,8 @@ def end_run(
                     error_type)  # fmt: skip
         except _guard.PASSTHROUGH:
             raise
-        except Exception as exc_:
-            _guard.report("run.end", exc_)
-            if _guard.RAISE_INTERNAL:
-                raise
+        except Exception as exc_:  # noqa: BLE001 - swallow() re-raises in tests
+            _guard.swallow("run.end", exc_)
     finally:
         if run.otel_token is not None:
             _safe_detach(run.otel_token)
@@ -431,10 +446,8 @@ def count_run(
         rt.instruments.record_run(key, outcome, act, error_type, duration)
     except _guard.PASSTHROUGH:
         raise
-    except Exception as exc_:
-        _guard.report("run.count", exc_)
-        if _guard.RAISE_INTERNAL:
-            raise
+    except Exception as exc_:  # noqa: BLE001 - swallow() re-raises in tests
+        _guard.swallow("run.count", exc_)
 
 
 def record_run(
@@ -486,29 +499,17 @@ def record_run(
             )  # fmt: skip
         attrs: dict[str, Any] = {
             **guard_attrs,
-            n.JOB_NAME: job_name,
-            n.JOB_ID: job_id,
-            n.RUN_ID: run_id,
-            n.ATTEMPT: max(1, int(attempt)),
-            n.SYSTEM: system,
+            **_identity(job_name, job_id, run_id, max(1, int(attempt)), system, queue, budget),
             n.OUTCOME: outcome.value,
             n.ACTION: act.value,
         }
-        if queue:
-            attrs[n.QUEUE_NAME] = queue
-        if budget.max_runtime is not None:
-            attrs[n.BUDGET_MAX_RUNTIME] = float(budget.max_runtime)
-        if budget.heartbeat_timeout is not None:
-            attrs[n.BUDGET_HEARTBEAT_TIMEOUT] = float(budget.heartbeat_timeout)
         if error_type is not None:
             attrs[n.ERROR_TYPE] = error_type
         if worker:
             attrs[n.MESSAGING_CLIENT_ID] = worker
         if attributes:
             attrs.update(attributes)
-        parent = _EMPTY_CONTEXT
-        if rt.settings.continue_trace and producer is not None and producer.is_valid:
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
+        parent = _parent_context(rt.settings.continue_trace, producer)
         span = rt.tracer.start_span(
             job_name,
             context=parent,
