@@ -12,14 +12,9 @@ import pytest
 import jobpulse
 from jobpulse import _runtime
 from jobpulse.testing import Captured, capture
+from tests.support.waiting import waiter
 
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.005)
+wait_until = waiter(10.0, max_delay=0.005)
 
 
 def stall_lines(cap: Captured) -> list[object]:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from celery import Celery
 from opentelemetry.sdk.trace import ReadableSpan
 
 from tests.support.otlp import Receiver, Span
+from tests.support.waiting import waiter
 
 from .tasks import REDIS_URL, coord, create_app
 
@@ -37,18 +38,7 @@ SESSION = uuid.uuid4().hex[:8]
 NO_GUARDRAILS = '{"classify": false}'
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+wait_until = waiter(30.0, max_delay=0.2)
 
 
 @dataclass

@@ -9,10 +9,9 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 import jobpulse
 from jobpulse.probe import Sampler
+from tests.support.waiting import waiter
 
 from ...support.otlp import Point, Receiver
 from .tcpproxy import TcpProxy
@@ -31,18 +31,7 @@ DEPTH = "jobpulse.queue.depth"
 AGE = "jobpulse.queue.oldest.age"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail at the deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+wait_until = waiter(15.0, max_delay=0.1)
 
 
 def free_port() -> int:

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from redis import Redis
 
 from tests.support.otlp import Receiver
+from tests.support.waiting import waiter
 
 ROOT = Path(__file__).resolve().parents[3]
 REDIS_URL = "redis://127.0.0.1:6379/2"  # database 2 only: other suites use the others
@@ -24,18 +24,7 @@ SETTINGS = "tests.integration.rq.settings"
 SIMPLE = "rq.worker.SimpleWorker"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+wait_until = waiter(20.0, max_delay=0.2)
 
 
 @pytest.fixture
