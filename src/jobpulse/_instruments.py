@@ -108,8 +108,9 @@ class Instruments:
         k = (key, outcome, action)
         if k not in self._run_attrs:
             self._run_attr(key, outcome, action)
+        counts = self._run_counts
         with self._count_lock:
-            self._run_counts[k] = self._run_counts.get(k, 0) + increment
+            counts[k] = counts.get(k, 0) + increment
 
     def _observe_runs(self, _: CallbackOptions) -> Iterable[Observation]:
         # An SDK keeps the first callback registered under a name: through a proxy
@@ -159,21 +160,22 @@ class Instruments:
         duration: float | None,
     ) -> None:
         """Count one finished run (and its duration, unless the run was lost)."""
-        self._count_run(key, outcome.value, action.value, 1)
+        ov = outcome._value_  # the plain string; ``.value`` is a slow descriptor
+        self._count_run(key, ov, action._value_, 1)
         if duration is not None and outcome is not Outcome.LOST:
-            dk = (key, outcome.value)
+            dk = (key, ov)
             attrs = self._dur_attrs.get(dk)
             if attrs is None:
-                attrs = self._dur_attrs[dk] = {**self.job_attrs(key), n.OUTCOME: outcome.value}
+                attrs = self._dur_attrs[dk] = {**self.job_attrs(key), n.OUTCOME: ov}
             self.duration.record(duration, attrs)
         if error_type is not None:
             etype = self.error_type(key, error_type)
-            ek = (key, outcome.value, etype)
+            ek = (key, ov, etype)
             attrs = self._err_attrs.get(ek)
             if attrs is None:
                 attrs = self._err_attrs[ek] = {
                     **self.job_attrs(key),
-                    n.OUTCOME: outcome.value,
+                    n.OUTCOME: ov,
                     n.ERROR_TYPE: etype,
                 }
             self.errors.add(1, attrs)

@@ -353,19 +353,24 @@ def _finish(
     error_type: str | None,
 ) -> None:
     duration = time.monotonic() - run.started_mono
-    if isinstance(exc, BudgetExceeded) or (
-        run.cancel_requested_at is not None and outcome in (Outcome.ERROR, Outcome.CANCELLED)
-    ):
-        outcome = Outcome.TIMEOUT
-    action = coerce_pair(outcome, action)
-    if outcome in FAILED_OUTCOMES and error_type is None:
-        error_type = error_type_of(exc) if exc is not None else outcome.value
-    if outcome in FAILED_OUTCOMES:  # guardrails: poison -> quarantine (docs/guardrails.md)
-        action = _guardrails.failed_run_action(
-            run=run, job_name=run.job_name, system=run.system, queue=run.queue,
-            job_id=run.job_id, run_id=run.run_id, attempt=run.attempt, outcome=outcome.value,
-            action=action, exc=exc, error_type=error_type,
-        )  # fmt: skip
+    if outcome is Outcome.SUCCESS and exc is None:  # the common case: no failure paths
+        action = Action.NONE
+    else:
+        if isinstance(exc, BudgetExceeded) or (
+            run.cancel_requested_at is not None and outcome in (Outcome.ERROR, Outcome.CANCELLED)
+        ):
+            outcome = Outcome.TIMEOUT
+        action = coerce_pair(outcome, action)
+        if outcome in FAILED_OUTCOMES:  # guardrails: poison -> quarantine (docs/guardrails.md)
+            if error_type is None:
+                error_type = error_type_of(exc) if exc is not None else outcome._value_
+            action = _guardrails.failed_run_action(
+                run=run, job_name=run.job_name, system=run.system, queue=run.queue,
+                job_id=run.job_id, run_id=run.run_id, attempt=run.attempt,
+                outcome=outcome._value_, action=action, exc=exc, error_type=error_type,
+            )  # fmt: skip
+    failed = outcome in FAILED_OUTCOMES
+    ov, av = outcome._value_, action._value_
     span = run.span
     if span is not None:
         if run.heartbeat_count > run.last_event_beat:
@@ -373,8 +378,8 @@ def _finish(
 
             span.add_event(n.EVENT_HEARTBEAT, heartbeat_event_attributes(run, {}))
         end_attrs: dict[str, Any] = {
-            n.OUTCOME: outcome.value,
-            n.ACTION: action.value,
+            n.OUTCOME: ov,
+            n.ACTION: av,
             n.HEARTBEAT_COUNT: run.heartbeat_count,
         }
         if run.processed is not None:
@@ -384,7 +389,7 @@ def _finish(
         if error_type is not None:
             end_attrs[n.ERROR_TYPE] = error_type
         span.set_attributes(end_attrs)
-        if outcome in FAILED_OUTCOMES:
+        if failed:
             if exc is not None:
                 record_exception(span, exc)
             span.set_status(Status(StatusCode.ERROR, safe_str(exc) if exc is not None else None))
@@ -392,11 +397,10 @@ def _finish(
         rt.instruments.record_run(
             (run.job_name, run.system, run.queue), outcome, action, error_type, duration
         )
-    level = logging.ERROR if outcome in FAILED_OUTCOMES else logging.INFO
+    level = logging.ERROR if failed else logging.INFO
     if _log.isEnabledFor(level):
         emit_log(run, level, "run finished", {
-            n.OUTCOME: outcome.value, n.ACTION: action.value,
-            **({n.ERROR_TYPE: error_type} if error_type else {}),
+            n.OUTCOME: ov, n.ACTION: av, **({n.ERROR_TYPE: error_type} if error_type else {}),
         })  # fmt: skip
     if span is not None:
         span.end()

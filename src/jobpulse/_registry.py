@@ -51,19 +51,18 @@ class Registry:
         self._reported: set[JobKey] = set()
         self._snapshot: Snapshot | None = None
 
+    # add/remove/active take no lock: one dict store, pop or copy is atomic under the
+    # GIL, and they run twice per job run (a lock costs every run about 0.5 us).
     def add(self, run: JobRun) -> None:
-        with self._lock:
-            self.runs[run.run_id] = run
-            self._snapshot = None
+        self.runs[run.run_id] = run
+        self._snapshot = None
 
     def remove(self, run: JobRun) -> None:
-        with self._lock:
-            self.runs.pop(run.run_id, None)
-            self._snapshot = None
+        self.runs.pop(run.run_id, None)
+        self._snapshot = None
 
     def active(self) -> list[JobRun]:
-        with self._lock:
-            return list(self.runs.values())
+        return list(self.runs.values())
 
     def clear(self) -> None:
         """Forget everything (a forked child starts with none of its parent's runs)."""
