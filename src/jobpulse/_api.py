@@ -164,6 +164,7 @@ def job(
                     fn(*args, **kwargs), job_name, queue=q, budget=budget, enforce=enforce,
                     code_function=code_function,
                     attributes=_lifecycle.args_attributes(job_name, fn, args, kwargs),
+                    inputs=(args, kwargs),
                 )  # fmt: skip
 
             return run_async  # type: ignore[return-value]
@@ -204,11 +205,14 @@ async def drive_coroutine(
     enforce: bool | None = None,
     code_function: str | None = None,
     attributes: dict[str, Any] | None = None,
+    inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
 ) -> Any:
     """Await ``coro`` as one run of ``job_name`` (system ``asyncio``) in the current task.
 
     With enforcement, the watchdog cancels the task when the run goes over its
     budget; the cancellation is turned into :class:`BudgetExceeded` for the caller.
+    ``inputs``: the call's ``(args, kwargs)``, noted on a failure (as ``job`` does for
+    plain functions) so the guardrails' quarantine payload gets an input fingerprint.
     """
     run = _lifecycle.begin_run(
         job_name, system="asyncio", queue=queue, job_budget=budget, enforce=enforce,
@@ -225,11 +229,15 @@ async def drive_coroutine(
             budget_exc = _over_budget(run) or BudgetExceeded(
                 job_name, "max_runtime", run.budget.max_runtime or 0.0, run.elapsed
             )
+            if inputs is not None:
+                note_inputs(budget_exc, *inputs)
             _lifecycle.end_run(run, Outcome.TIMEOUT, Action.STOP, budget_exc)
             raise budget_exc from exc
         _lifecycle.end_run(run, Outcome.CANCELLED, Action.NONE, exc)
         raise
     except BaseException as exc:
+        if inputs is not None:
+            note_inputs(exc, *inputs)  # guardrails: input fingerprint
         _lifecycle.end_run(run, *_failure(exc, run), exc)
         raise
     over = _over_budget(run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import jobpulse
@@ -185,3 +187,41 @@ def test_requarantine_keeps_first_seen() -> None:
         assert store.get("j") is not None
         assert store.get("j").first_seen == first  # type: ignore[union-attr]
         assert store.get("j").attempts == 2  # type: ignore[union-attr]
+
+
+def test_async_job_payload_has_the_same_input_fingerprint_as_a_sync_one() -> None:
+    """``async def`` jobs note their arguments on failure too: the payload's input
+    fingerprint is the one a plain function with the same arguments gets."""
+    rules = jobpulse.guardrails.Rules(non_retryable=(BadInput,))
+    with capture(guardrails=Guardrails(enforce=True, rules=rules)) as cap:
+
+        @jobpulse.job("imports.customer_async")
+        async def import_async(customer_id: int, email: str) -> None:
+            await asyncio.sleep(0)
+            raise BadInput(f"customer {customer_id}: email {email!r} is not valid")
+
+        @jobpulse.job("imports.customer_sync")
+        def import_sync(customer_id: int, email: str) -> None:
+            raise BadInput(f"customer {customer_id}: email {email!r} is not valid")
+
+        for customer in (42, 43):
+            with pytest.raises(BadInput):
+                asyncio.run(import_async(customer, email="bob@example"))
+        with pytest.raises(BadInput):
+            import_sync(42, email="bob@example")
+
+        payloads = {(p.job, p.run_id): p for p in memory_store().entries()}
+        assert len(payloads) == 3
+        by_job: dict[str, list[str | None]] = {}
+        for (job, _run_id), payload in payloads.items():
+            assert payload.reason == "non_retryable"
+            by_job.setdefault(job, []).append(payload.input_fingerprint)
+        async_prints = by_job["imports.customer_async"]
+        assert all(p is not None for p in async_prints)
+        assert len(set(async_prints)) == 2  # different customers, different inputs
+        assert by_job["imports.customer_sync"][0] in async_prints
+        assert all(
+            s.attributes["jobpulse.action"] == "quarantine"
+            and s.attributes["jobpulse.system"] in ("asyncio", "function")
+            for s in cap.run_spans()
+        )
