@@ -4,7 +4,8 @@
   (:mod:`.classify`); poison runs get ``jobpulse.action = quarantine``.
 - ``instrument(guardrails=Guardrails(enforce=True, ...))`` sets poison runs aside
   with an operator payload (:mod:`.quarantine`); adapters call
-  :func:`should_quarantine` and :func:`quarantine`.
+  :func:`should_quarantine` and :func:`quarantine`; the retries that remain are
+  bounded (attempt budget, backoff: :mod:`._bounds`).
 - :func:`once` runs a side effect at most once per key (:mod:`.once`).
 
 See ``docs/guardrails.md``.

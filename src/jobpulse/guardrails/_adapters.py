@@ -8,19 +8,23 @@ RQ (``handle_exception`` runs before ``handle_job_failure`` decides on a retry):
 
 sets ``job.retries_left = 0`` (so RQ puts the job in its failed registry), puts
 the operator payload in ``job.meta["jobpulse_quarantine"]`` and stores it (the
-guardrails' Redis, else the job's own RQ connection).
+guardrails' Redis, else the job's own RQ connection). A failure that is not poison
+keeps at most the retries its jobpulse budget allows (:mod:`._bounds`).
 
 Celery (in the task's failure path, before ``autoretry_for``/``self.retry``
 send the next attempt)::
 
     from jobpulse.guardrails._adapters import celery_failed
-    if celery_failed(task, request, run, exc):
+    if celery_failed(task, request, run, exc) is not None:
         raise celery.exceptions.Reject(exc, requeue=False)
 
 stores the payload (with the task's name, queue, args and kwargs in the
 store-only ``release`` section, so ``jobpulse quarantine release`` can re-send it
-with the same task id) and returns True: the adapter then rejects the message
-without requeue, so a dead-letter exchange, if configured, gets it.
+with the same task id) and returns the payload: the adapter then rejects the
+message without requeue, so a dead-letter exchange, if configured, gets it. The
+adapter makes the same call at the end of a failed run Celery does not retry (no
+``autoretry_for``, no ``self.retry()``): the payload is stored the same way, and
+Celery's own result and ack stand.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import _guard
+from ._bounds import rq_retries
 from ._quarantine import Payload, RedisStore, quarantine, should_quarantine, store_for
 from ._release import RQ_META_KEY
 from .config import active, redis_client
@@ -68,6 +73,7 @@ def rq_failed(job: Any, run: JobRun | None, exc: BaseException | None) -> Payloa
             release={"job_id": job.id, "queue": job.origin},
         )
         if payload is None:
+            rq_retries(job, run)  # not poison: retries stay within the job's budget
             return None
         job.retries_left = 0
         job.meta[RQ_META_KEY] = payload.public()
@@ -92,9 +98,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def celery_failed(
-    task: Any, request: Any, run: JobRun | None, exc: BaseException | None
+    task: Any,
+    request: Any,
+    run: JobRun | None,
+    exc: BaseException | None,
+    *,
+    outcome: str = "error",
 ) -> Payload | None:
-    """Enforce mode for one failed Celery attempt; a payload means: reject, no requeue."""
+    """Enforce mode for one failed Celery attempt: the payload, stored, when it is poison.
+
+    From the ``Task.retry`` wrapper a payload means: reject, no requeue. From the end of
+    a run Celery does not retry, the stored payload is all (Celery acks or rejects it).
+    """
     with _guard.never_raise("guardrails.celery"):
         args = list(getattr(request, "args", None) or ())
         kwargs = dict(getattr(request, "kwargs", None) or {})
@@ -117,6 +132,7 @@ def celery_failed(
             job_id=getattr(request, "id", None),
             queue=queue,
             attempt=int(getattr(request, "retries", 0) or 0) + 1,
+            outcome=outcome,
             args=args,
             kwargs=kwargs,
             release=release,

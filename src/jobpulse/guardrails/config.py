@@ -89,6 +89,9 @@ class Guardrails:
     memory_size: job ids remembered in process (LRU) when there is no Redis.
     memory_ttl: seconds a job id's attempt history is kept in Redis.
     store: an explicit quarantine store (tests, custom back ends).
+    max_attempts: enforce mode's bound on the attempts of a job that neither jobpulse's
+        budgets nor the framework bound (a Celery task with ``max_retries=None``): retries
+        are never infinite when enforcement is on.
     """
 
     enforce: bool | None = None
@@ -99,6 +102,15 @@ class Guardrails:
     memory_size: int = 10_000
     memory_ttl: float = 7 * 86400.0
     store: Any = None
+    max_attempts: int = 25
+
+    def __post_init__(self) -> None:
+        value = self.max_attempts
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"Guardrails.max_attempts must be a whole number >= 1 (attempts, the first "
+                f"included), got {value!r}"
+            )
 
     def rules_for(self, job_name: str) -> list[Rules]:
         """The job's own rules (exact name, then the first matching pattern), then global."""

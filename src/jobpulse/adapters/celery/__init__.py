@@ -5,7 +5,8 @@ all removed by ``uninstall()``:
 
 * producer side (:mod:`._producer`): ``before_task_publish``/``after_task_publish``;
 * where the task runs (:mod:`._consumer`): ``task_prerun``/``task_postrun``, and
-  ``Task.retry`` (guardrails enforce mode: a poison run is rejected, not retried);
+  ``Task.retry`` (guardrails enforce mode: a poison run is rejected, not retried;
+  other retries bounded);
 * the worker's main process (:mod:`._requests`): each task's Request class, through
   ``celery.worker.strategy.create_request_cls``, and ``task_revoked``;
 * the worker's lifecycle (:mod:`._worker`): ``worker_init``/``worker_ready``/
@@ -14,7 +15,9 @@ all removed by ``uninstall()``:
 
 Nothing changes how Celery behaves (receivers only read; results, acks,
 retries and time limits are Celery's own), except in guardrails enforce mode: a
-poison run's retry becomes ``Reject(exc, requeue=False)``. See ``docs/celery.md``.
+poison run's retry becomes ``Reject(exc, requeue=False)``, and other retries are
+bounded (``max_retries`` at most the attempt budget, a backoff instead of an
+immediate retry). See ``docs/celery.md`` and ``docs/guardrails.md``.
 """
 
 from __future__ import annotations
