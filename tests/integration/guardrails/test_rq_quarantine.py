@@ -91,3 +91,36 @@ def test_poison_rq_job_is_quarantined_and_released(redis_db: Any, otlp: Receiver
     log = run([*cli, "log"], env)
     assert "release" in log
     assert "quarantine" in log
+
+
+@pytest.mark.parametrize(("enforce", "runs"), [(True, 2), (False, 4)])
+def test_retries_stop_at_the_jobpulse_budget(
+    redis_db: Any, otlp: Receiver, enforce: bool, runs: int
+) -> None:
+    """``Retry(max=3)`` would make 4 attempts; enforce mode stops at the jobpulse budget's
+    ``max_attempts`` (2, rq_settings), observe mode leaves RQ's decision alone."""
+    env = {
+        **os.environ,
+        **otlp.env(),
+        "PYTHONPATH": str(ROOT),
+        "OTEL_SERVICE_NAME": "rq-guard",
+        "JP_GUARD_ENFORCE": "1" if enforce else "0",
+    }
+    queue = rq.Queue("vendors", connection=redis_db)
+    job = queue.enqueue("tests.integration.guardrails.jobs.fetch", "acme", retry=rq.Retry(max=3))
+    worker = [
+        sys.executable, "-m", "rq.cli", "worker", "--burst", "-u", REDIS_URL,
+        "-c", "tests.integration.guardrails.rq_settings", "vendors",
+    ]  # fmt: skip
+    run(worker, env)
+
+    job.refresh()
+    assert job.get_status() == "failed"
+    assert job.id in rq.registry.FailedJobRegistry("vendors", connection=redis_db)
+    assert int(redis_db.get(f"runs:{job.id}")) == runs
+    assert job.retries_left == 0
+    assert "jobpulse_quarantine" not in job.meta  # transient: not quarantined
+    otlp.wait_for(lambda r: len(r.run_spans()) == runs, what=f"{runs} run spans")
+    spans = sorted(otlp.run_spans(), key=lambda s: s.attributes["jobpulse.attempt"])
+    assert [s.attributes["jobpulse.action"] for s in spans] == ["retry"] * (runs - 1) + ["stop"]
+    assert RedisStore(redis_db).entries() == []
