@@ -141,19 +141,11 @@ def _install_log_handlers(rt: Runtime) -> None:
         )
         rt.log_handlers.append(handler)
     if rt.providers.logger_provider is not None:
-        try:
-            import warnings
+        from ._loghandler import make_handler
 
-            from opentelemetry.sdk._logs import LoggingHandler
-
-            with warnings.catch_warnings():
-                # Deprecated in favour of opentelemetry-instrumentation-logging's handler,
-                # which jobpulse does not require; the SDK's still does the job.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                handler = LoggingHandler(logger_provider=rt.providers.logger_provider)
-            rt.log_handlers.append(handler)
-        except ImportError:  # pragma: no cover
-            pass
+        otel_handler = make_handler(rt.providers.logger_provider)
+        if otel_handler is not None:
+            rt.log_handlers.append(otel_handler)
     for handler in rt.log_handlers:
         handler.setLevel(logging.INFO)
         logger.addHandler(handler)

@@ -188,8 +188,10 @@ class Handoff:
 
 
 def otel_handler(rt: _runtime.Runtime) -> logging.Handler | None:
+    from ..._loghandler import is_otel_handler
+
     for handler in rt.log_handlers:
-        if type(handler).__name__ == "LoggingHandler":
+        if is_otel_handler(handler):
             return handler
     return None
 
