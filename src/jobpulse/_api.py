@@ -116,6 +116,25 @@ def _failure(exc: BaseException, run: JobRun | None) -> tuple[Outcome, Action]:
     return Outcome.ERROR, Action.STOP
 
 
+def _end_failed(
+    run: JobRun | None,
+    outcome: Outcome,
+    action: Action,
+    exc: BaseException,
+    inputs: tuple[tuple[Any, ...], dict[str, Any]] | None,
+) -> None:
+    """End a failed run with the call's arguments on the run, for the guardrails' input
+    fingerprint, and only while it ends: never on the exception, which pickles them
+    into result backends and pool pipes (``guardrails._notes``)."""
+    if inputs is not None:
+        note_inputs(run, *inputs)
+    try:
+        _lifecycle.end_run(run, outcome, action, exc)
+    finally:
+        if run is not None:
+            run.failed_inputs = None
+
+
 @overload
 def job(name: F, /) -> F: ...
 @overload
@@ -181,12 +200,11 @@ def job(
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                note_inputs(exc, args, kwargs)  # guardrails: input fingerprint
-                _lifecycle.end_run(run, *_failure(exc, run), exc)
+                _end_failed(run, *_failure(exc, run), exc, (args, kwargs))
                 raise
             over = _over_budget(run)
             if over is not None:
-                _lifecycle.end_run(run, Outcome.TIMEOUT, Action.STOP, over)
+                _end_failed(run, Outcome.TIMEOUT, Action.STOP, over, (args, kwargs))
                 raise over
             _lifecycle.end_run(run, Outcome.SUCCESS, Action.NONE)
             return result
@@ -211,8 +229,9 @@ async def drive_coroutine(
 
     With enforcement, the watchdog cancels the task when the run goes over its
     budget; the cancellation is turned into :class:`BudgetExceeded` for the caller.
-    ``inputs``: the call's ``(args, kwargs)``, noted on a failure (as ``job`` does for
-    plain functions) so the guardrails' quarantine payload gets an input fingerprint.
+    ``inputs``: the call's ``(args, kwargs)``, kept on the run while a failed run ends
+    (as ``job`` does for plain functions) so the guardrails' quarantine payload gets an
+    input fingerprint.
     """
     run = _lifecycle.begin_run(
         job_name, system="asyncio", queue=queue, job_budget=budget, enforce=enforce,
@@ -229,20 +248,16 @@ async def drive_coroutine(
             budget_exc = _over_budget(run) or BudgetExceeded(
                 job_name, "max_runtime", run.budget.max_runtime or 0.0, run.elapsed
             )
-            if inputs is not None:
-                note_inputs(budget_exc, *inputs)
-            _lifecycle.end_run(run, Outcome.TIMEOUT, Action.STOP, budget_exc)
+            _end_failed(run, Outcome.TIMEOUT, Action.STOP, budget_exc, inputs)
             raise budget_exc from exc
         _lifecycle.end_run(run, Outcome.CANCELLED, Action.NONE, exc)
         raise
     except BaseException as exc:
-        if inputs is not None:
-            note_inputs(exc, *inputs)  # guardrails: input fingerprint
-        _lifecycle.end_run(run, *_failure(exc, run), exc)
+        _end_failed(run, *_failure(exc, run), exc, inputs)
         raise
     over = _over_budget(run)
     if over is not None:
-        _lifecycle.end_run(run, Outcome.TIMEOUT, Action.STOP, over)
+        _end_failed(run, Outcome.TIMEOUT, Action.STOP, over, inputs)
         raise over
     _lifecycle.end_run(run, Outcome.SUCCESS, Action.NONE)
     return result

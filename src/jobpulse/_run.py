@@ -157,6 +157,7 @@ class JobRun:
         "enforce",
         "events_recorded",
         "extra_attributes",
+        "failed_inputs",
         "hb_interval",
         "heartbeat_count",
         "job_id",
@@ -231,6 +232,10 @@ class JobRun:
         self.task: asyncio.Task[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.extra_attributes: dict[str, Any] = {}
+        # the failing call's (args, kwargs), only while a @jobpulse.job run whose
+        # guardrails enforce ends (input fingerprint); never on the exception, which
+        # result backends and pool pipes pickle
+        self.failed_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self.ctx_token: Any = None
         self.otel_token: Any = None
 

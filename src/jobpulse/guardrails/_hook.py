@@ -91,8 +91,12 @@ def failed_run_action(
 
 
 def _enforce_in_process(cfg: Any, run: JobRun, c: Any, exc: BaseException | None) -> None:
-    """In-process jobs have no framework to stop retries: storing the payload is all."""
-    from ._notes import failed_step, inputs
+    """In-process jobs have no framework to stop retries: storing the payload is all.
+
+    The input fingerprint comes from the arguments ``@jobpulse.job`` keeps on the run
+    while it ends (``run.failed_inputs``), never from the exception (``._notes``).
+    """
+    from ._notes import failed_step
     from ._quarantine import (
         IN_PROCESS_SYSTEMS,
         enforced,
@@ -107,7 +111,7 @@ def _enforce_in_process(cfg: Any, run: JobRun, c: Any, exc: BaseException | None
         return
     if handled(run.run_id):
         return
-    noted = inputs(exc)
+    noted = run.failed_inputs
     payload = make_payload(
         c,
         job_name=run.job_name,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 
 import pytest
 
 import jobpulse
 from jobpulse import _lifecycle
 from jobpulse.guardrails import Guardrails, MemoryStore, Payload, quarantine, should_quarantine
-from jobpulse.guardrails._quarantine import memory_store
+from jobpulse.guardrails._quarantine import input_fingerprint, memory_store
 from jobpulse.testing import capture
 
 
@@ -225,3 +226,109 @@ def test_async_job_payload_has_the_same_input_fingerprint_as_a_sync_one() -> Non
             and s.attributes["jobpulse.system"] in ("asyncio", "function")
             for s in cap.run_spans()
         )
+
+
+SECRET = "hunter2-7f3a9c"
+
+
+@pytest.mark.parametrize("mode", ["off", "observe", "enforce", "enforce_per_job"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_failed_jobs_exception_carries_no_arguments(mode: str, kind: str) -> None:
+    """An exception's ``__dict__`` is pickled with it (Celery result backends, pool
+    pipes): the job's arguments must never be put there, in any mode."""
+    rules = jobpulse.guardrails.Rules(non_retryable=(BadInput,))
+    options: dict[str, object] = {"guardrails": Guardrails(rules=rules)}
+    if mode == "enforce":
+        options["guardrails"] = Guardrails(enforce=True, rules=rules)
+    runs: list[object] = []
+
+    def fail(customer: str, note: str) -> None:
+        runs.append(jobpulse._context.current.get())
+        with jobpulse.step("Validate"):
+            raise BadInput("the record has no header")
+
+    if kind == "sync":
+
+        @jobpulse.job("J", enforce=mode == "enforce_per_job")
+        def j(customer: str, *, note: str) -> None:
+            fail(customer, note)
+
+        call = lambda: j(SECRET, note=SECRET + "-kw")  # noqa: E731
+    else:
+
+        @jobpulse.job("J", enforce=mode == "enforce_per_job")
+        async def j_async(customer: str, *, note: str) -> None:
+            await asyncio.sleep(0)
+            fail(customer, note)
+
+        call = lambda: asyncio.run(j_async(SECRET, note=SECRET + "-kw"))  # noqa: E731
+
+    def run_it() -> BadInput:
+        with pytest.raises(BadInput) as info:
+            call()
+        return info.value
+
+    if mode == "off":
+        exc = run_it()
+    else:
+        with capture(**options):  # type: ignore[arg-type]
+            exc = run_it()
+            stored = memory_store().entries()
+            assert len(stored) == (1 if mode.startswith("enforce") else 0)
+            assert all(p.input_fingerprint is not None for p in stored)  # still fingerprinted
+    assert SECRET.encode() not in pickle.dumps(exc)
+    assert SECRET not in repr(vars(exc))
+    assert vars(exc).get("_jobpulse_failed_step", "Validate") == "Validate"  # a step name only
+    for run in runs:
+        assert run is None or run.failed_inputs is None  # type: ignore[attr-defined]
+
+
+def test_inputs_are_kept_on_the_run_only_when_enforced() -> None:
+    from jobpulse.guardrails._notes import note_inputs
+
+    for guardrails, kept in (({}, False), ({"enforce": True}, True),
+                             ({"enforce": True, "classify": False}, False)):  # fmt: skip
+        with capture(guardrails=guardrails):
+            run = _lifecycle.begin_run("J", system="function")
+            assert run is not None
+            note_inputs(run, (SECRET,), {"k": 1})
+            assert (run.failed_inputs is not None) is kept
+            _lifecycle.end_run(run, "success")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_nested_jobs_get_their_own_input_fingerprints(kind: str) -> None:
+    """An outer job failing with the exception of an inner job it called: each payload's
+    input fingerprint is its own call's (the inner one's used to win)."""
+    rules = jobpulse.guardrails.Rules(non_retryable=(BadInput,))
+    with capture(guardrails=Guardrails(enforce=True, rules=rules)):
+        if kind == "sync":
+
+            @jobpulse.job("inner")
+            def inner(record: int) -> None:
+                raise BadInput(f"record {record} has no header")
+
+            @jobpulse.job("outer")
+            def outer(batch: str) -> None:
+                inner(7)
+
+            with pytest.raises(BadInput):
+                outer("batch-1")
+        else:
+
+            @jobpulse.job("inner")
+            async def inner_async(record: int) -> None:
+                await asyncio.sleep(0)
+                raise BadInput(f"record {record} has no header")
+
+            @jobpulse.job("outer")
+            async def outer_async(batch: str) -> None:
+                await inner_async(7)
+
+            with pytest.raises(BadInput):
+                asyncio.run(outer_async("batch-1"))
+        prints = {p.job: p.input_fingerprint for p in memory_store().entries()}
+        assert prints == {
+            "inner": input_fingerprint((7,), {}),
+            "outer": input_fingerprint(("batch-1",), {}),
+        }
