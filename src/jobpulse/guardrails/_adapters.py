@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _guard
 from ._bounds import rq_retries
-from ._quarantine import Payload, RedisStore, quarantine, should_quarantine, store_for
+from ._quarantine import (
+    Payload,
+    RedisStore,
+    enforced,
+    quarantine,
+    should_quarantine,
+    store_for,
+)
 from ._release import RQ_META_KEY
 from .config import active, redis_client
 
@@ -56,6 +63,8 @@ def _rq_outcome(exc: BaseException | None) -> str:
 def rq_failed(job: Any, run: JobRun | None, exc: BaseException | None) -> Payload | None:
     """Enforce mode for one failed RQ attempt; returns the payload when quarantined."""
     with _guard.never_raise("guardrails.rq"):
+        if not enforced(active(), run):
+            return None  # observe mode: no arguments to deserialise, no retries to bound
         from ..autodeps import internal
 
         try:
@@ -90,9 +99,10 @@ def rq_failed(job: Any, run: JobRun | None, exc: BaseException | None) -> Payloa
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` if it can be stored as JSON (to re-send the task on release), else None."""
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     return value
 
@@ -104,13 +114,19 @@ def celery_failed(
     exc: BaseException | None,
     *,
     outcome: str = "error",
+    error_type: str | None = None,
 ) -> Payload | None:
     """Enforce mode for one failed Celery attempt: the payload, stored, when it is poison.
 
     From the ``Task.retry`` wrapper a payload means: reject, no requeue. From the end of
     a run Celery does not retry, the stored payload is all (Celery acks or rejects it).
+    ``outcome``/``error_type``: as the adapter records the run (Celery's names for
+    billiard's exceptions), so the payload, the span and the attempt memory agree.
     """
     with _guard.never_raise("guardrails.celery"):
+        cfg = active()
+        if not cfg.classify or not enforced(cfg, run):
+            return None  # observe mode: nothing to store, so nothing to encode
         args = list(getattr(request, "args", None) or ())
         kwargs = dict(getattr(request, "kwargs", None) or {})
         delivery = getattr(request, "delivery_info", None) or {}
@@ -133,6 +149,7 @@ def celery_failed(
             queue=queue,
             attempt=int(getattr(request, "retries", 0) or 0) + 1,
             outcome=outcome,
+            error_type=error_type,
             args=args,
             kwargs=kwargs,
             release=release,
