@@ -5,8 +5,8 @@ all removed by ``uninstall()``:
 
 * producer side (:mod:`._producer`): ``before_task_publish``/``after_task_publish``;
 * where the task runs (:mod:`._consumer`): ``task_prerun``/``task_postrun``, and
-  ``Task.retry`` (guardrails enforce mode: a poison run is rejected, not retried;
-  other retries bounded);
+  (:mod:`._retry`) ``Task.retry`` (guardrails enforce mode: a poison run is
+  rejected, not retried; other retries bounded);
 * the worker's main process (:mod:`._requests`): each task's Request class, through
   ``celery.worker.strategy.create_request_cls``, and ``task_revoked``;
 * the worker's lifecycle (:mod:`._worker`): ``worker_init``/``worker_ready``/
@@ -26,7 +26,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ... import _guard
-from . import _consumer, _process, _producer, _requests, _worker
+from . import _consumer, _process, _producer, _requests, _retry, _worker
 
 if TYPE_CHECKING:
     from ..._runtime import Runtime
@@ -75,7 +75,7 @@ class CeleryAdapter:
             signal.connect(receiver, weak=False, dispatch_uid=uid)
         _process.ACTIVE = True
         self._installed = True
-        _consumer.patch_retry()  # guardrails enforce mode: no retry for a poison run
+        _retry.patch_retry()  # guardrails enforce mode: no retry for a poison run
         if "celery.worker.strategy" in sys.modules:  # else at worker_init
             _requests.patch_strategy()
         _worker.keep_order()
@@ -88,7 +88,7 @@ class CeleryAdapter:
         for signal, receiver, uid in _receivers():
             signal.disconnect(receiver, dispatch_uid=uid)
         _requests.unpatch_strategy()
-        _consumer.unpatch_retry()
+        _retry.unpatch_retry()
         _worker.drop_capacity()
         _producer.clear()
         _consumer.clear()

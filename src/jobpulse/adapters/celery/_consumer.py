@@ -7,6 +7,9 @@ histograms (the main process counts it, see :mod:`._requests`) and, when the chi
 is about to be recycled (``worker_max_tasks_per_child``,
 ``worker_max_memory_per_child``), spans are flushed at the end of the task,
 bounded by ``flush_timeout``.
+
+Guardrails enforce mode at the same place (the ``Task.retry`` wrapper, and the
+payload of a failed run Celery does not retry) is in :mod:`._retry`.
 """
 
 from __future__ import annotations
@@ -145,7 +148,9 @@ def _end(run: JobRun, retval: Any, state: Any) -> None:
         exc = retval if isinstance(retval, BaseException) else None
     outcome, action, exc, error_type = _outcome.classify(exc, state=state)
     if action is Action.STOP and exc is not None:  # failed, and Celery will not retry it
-        _quarantine_unretried(run, outcome, exc)
+        from ._retry import quarantine_unretried  # the failure path only
+
+        quarantine_unretried(run, outcome, exc, error_type)
     _lifecycle.end_run(run, outcome, action, exc, error_type=error_type)
 
 
@@ -192,145 +197,3 @@ def flush_child() -> None:
 def clear() -> None:
     _runs.clear()
     _infos.clear()
-
-
-# -- guardrails enforce mode: poison runs set aside, other retries bounded ----------
-_original_retry: Any = None
-#: ``Task.retry``'s parameters after ``exc``, in order
-_RETRY_PARAMS = ("throw", "eta", "countdown", "max_retries")
-_OVERRIDE = "override_max_retries"  # what Task.retry leaves on the task for autoretry_for
-_UNSET: Any = object()
-
-
-def _message_request(task: Any) -> Any:
-    """The task's request when it runs from a message (not eager, not called directly)."""
-    request = task.request
-    if request.is_eager or request.called_directly or request.id is None:
-        return None
-    return request
-
-
-def _quarantine_instead(task: Any, exc: BaseException | None) -> BaseException | None:
-    """The :class:`~._outcome.Quarantined` rejection to raise instead of retrying, when
-    the guardrails (enforce mode) classify this failure as poison; None otherwise."""
-    if exc is None or _runtime.get() is None:
-        return None
-    with _guard.never_raise("adapter.celery.guardrails"):
-        request = _message_request(task)
-        run = _runs.get(str(request.id)) if request is not None else None
-        if run is None:
-            return None
-        from celery.utils.serialization import get_pickleable_exception
-
-        from ...guardrails._adapters import celery_failed
-
-        if celery_failed(task, request, run, exc) is None:
-            return None
-        # the pool sends the rejection to the main process: keep it picklable
-        return _outcome.Quarantined(get_pickleable_exception(exc), requeue=False)
-    return None
-
-
-def _quarantine_unretried(run: JobRun, outcome: Outcome, exc: BaseException) -> None:
-    """A failed run Celery does not retry (no ``autoretry_for``, no ``self.retry()``, or
-    retries used up): in enforce mode a poison run's payload is stored as on the retry
-    path, so it can be reviewed and released. Celery's result and ack stay its own: with
-    ``acks_late`` and ``acks_on_failure_or_timeout=False`` Celery rejects the message
-    without requeue (a dead-letter exchange gets it), see docs/guardrails.md."""
-    if _runtime.get() is None:
-        return
-    with _guard.never_raise("adapter.celery.guardrails"):
-        from celery import current_task  # task_postrun runs before Celery pops the task
-
-        from ...guardrails._adapters import celery_failed
-        from ...guardrails._quarantine import handled
-
-        task = current_task._get_current_object()
-        request = _message_request(task) if task is not None else None
-        if request is None or str(request.id) != run.job_id or handled(run.run_id):
-            return  # eager, another task's postrun, or already set aside by Task.retry
-        celery_failed(task, request, run, exc, outcome=outcome.value)
-
-
-def _bounded(
-    task: Any, rest: tuple[Any, ...], options: dict[str, Any]
-) -> tuple[dict[str, Any], Any] | None:
-    """``Task.retry``'s options (after ``exc``) as keywords, with ``max_retries`` and
-    ``countdown`` bounded in enforce mode, and the caller's own ``max_retries``; None:
-    call it unchanged."""
-    if _runtime.get() is None or len(rest) > len(_RETRY_PARAMS):
-        return None
-    with _guard.never_raise("adapter.celery.guardrails"):
-        named = dict(zip(_RETRY_PARAMS, rest, strict=False))
-        if named.keys() & options.keys():
-            return None  # Celery's own TypeError, untouched
-        named.update(options)
-        request = _message_request(task)
-        run = _runs.get(str(request.id)) if request is not None else None
-        if run is None:
-            return None
-        from ...guardrails._bounds import celery_retry
-
-        change = celery_retry(
-            task, request, run, max_retries=named.get("max_retries"),
-            countdown=named.get("countdown"), eta=named.get("eta"),
-        )  # fmt: skip
-        if change is None:
-            return None
-        return {**named, **change}, named.get("max_retries")
-    return None
-
-
-def _retry_bounded(original: Any, task: Any, args: Any, kwargs: Any, exc: Any,
-                   named: dict[str, Any], caller_max: Any) -> Any:  # fmt: skip
-    """Call ``Task.retry`` with the bounded options, then leave ``override_max_retries``
-    as the caller's own call would have (autoretry_for reuses it for later runs)."""
-    prior = task.__dict__.get(_OVERRIDE, _UNSET)
-    try:
-        return original(task, args, kwargs, exc, **named)
-    finally:
-        with _guard.never_raise("adapter.celery.guardrails"):  # never replace the Retry
-            if caller_max is not None:
-                task.__dict__[_OVERRIDE] = caller_max
-            elif prior is _UNSET:
-                task.__dict__.pop(_OVERRIDE, None)
-            else:
-                task.__dict__[_OVERRIDE] = prior
-
-
-def patch_retry() -> None:
-    """Wrap ``Task.retry`` (also what ``autoretry_for`` calls), where the next attempt
-    would be sent: in enforce mode a poison run raises ``Reject(exc, requeue=False)``,
-    and any other retry stays within the run's attempt budget, with a backoff instead
-    of an immediate retry (``jobpulse.guardrails._bounds``)."""
-    global _original_retry
-    if _original_retry is not None:
-        return
-    from celery.app.task import Task
-
-    original = Task.retry
-
-    def retry(self: Any, args: Any = None, kwargs: Any = None, exc: Any = None,
-              *rest: Any, **options: Any) -> Any:  # fmt: skip
-        reject = _quarantine_instead(self, exc if exc is not None else sys.exc_info()[1])
-        if reject is not None:
-            raise reject
-        bounded = _bounded(self, rest, options)
-        if bounded is not None:
-            return _retry_bounded(original, self, args, kwargs, exc, *bounded)
-        return original(self, args, kwargs, exc, *rest, **options)
-
-    retry.__wrapped__ = original  # type: ignore[attr-defined]
-    retry.__doc__ = original.__doc__
-    Task.retry = retry  # type: ignore[method-assign]
-    _original_retry = original
-
-
-def unpatch_retry() -> None:
-    global _original_retry
-    if _original_retry is None:
-        return
-    from celery.app.task import Task
-
-    Task.retry = _original_retry  # type: ignore[method-assign]
-    _original_retry = None
