@@ -52,8 +52,10 @@ def create_app(queue: str, broker: str = REDIS_URL, dlx: str | None = None) -> C
     )
     if dlx is not None:
         # a failed task Celery does not retry is rejected, not acked (with acks_late):
-        # what docs/guardrails.md tells users to set for their dead-letter exchange
-        app.conf.task_acks_on_failure_or_timeout = False
+        # what docs/guardrails.md tells users to set for their dead-letter exchange on
+        # Celery 5.7+ (not task_acks_on_failure_or_timeout, which would also requeue a
+        # task killed by its hard time limit, forever)
+        app.conf.task_acks_on_failure = False
         app.conf.task_queues = [
             Queue(
                 queue,

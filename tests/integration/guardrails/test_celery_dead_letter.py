@@ -1,8 +1,8 @@
 """Enforce mode on RabbitMQ: a poison task's message is rejected without requeue and
 lands in the queue's dead-letter exchange, both when jobpulse stops the retry
 (``autoretry_for``: ``Reject(requeue=False)``) and when the task has no retry path
-(Celery rejects it itself with ``acks_late`` and ``task_acks_on_failure_or_timeout=False``,
-as docs/guardrails.md says)."""
+(Celery rejects it itself with ``acks_late`` and ``task_acks_on_failure=False``, as
+docs/guardrails.md recommends for Celery 5.7+)."""
 
 from __future__ import annotations
 
