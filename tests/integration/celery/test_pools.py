@@ -1,11 +1,15 @@
-"""Solo and threads pools run tasks in the worker's main process: every run counted once.
+"""Solo, threads and gevent pools run tasks in the worker's main process: every run
+counted once.
 
 The threads worker also runs with ``continue_trace=True``: the run span is then a
-child of the producer's span (and still linked to it).
+child of the producer's span (and still linked to it). The gevent pool (best effort:
+its monkey-patching turns jobpulse's watchdog and the SDK's export threads into
+greenlets) runs when gevent is installed (the ``dev`` extra has it).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +23,8 @@ from .conftest import Worker, settled_total, span_ids, start_worker, wait_runs
 pytestmark = pytest.mark.integration
 
 POOLS = {"solo": 1, "threads": 2}
+if importlib.util.find_spec("gevent") is not None:
+    POOLS["gevent"] = 4
 
 
 @pytest.fixture(scope="module", params=sorted(POOLS))
@@ -34,7 +40,7 @@ def worker(
 
 
 def _pool(worker: Worker) -> str:
-    return "threads" if "-threads-" in worker.queue else "solo"
+    return next(pool for pool in POOLS if f"-{pool}-" in worker.queue)
 
 
 def test_in_process_runs_are_counted_once(worker: Worker, receiver: Receiver) -> None:

@@ -29,6 +29,10 @@ from ._process import WORKER, in_pool_child
 _SUCCESS = "SUCCESS"  # celery.states.SUCCESS
 #: task id -> its run, between task_prerun and task_postrun
 _runs: dict[str, JobRun] = {}
+#: ids of runs this (long-lived) process started and counts itself (solo, threads,
+#: gevent, eventlet pools): Celery's Request callbacks for them must not count them
+#: again. (A pool's "pid" cannot tell: gevent's is the greenlet's id.)
+_counted_here: set[str] = set()
 #: what is the same for every run of a task from a queue: built once (reading
 #: Celery's configuration is slow), cleared by uninstall() and at worker start
 _infos: dict[tuple[Any, ...], tuple[dict[str, Any] | None, str | None, Budget | None]] = {}
@@ -114,6 +118,10 @@ def _begin(rt: Any, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
     )
     if run is not None:
         _runs[task_id] = run
+        if run.record_metrics and not eager:
+            if len(_counted_here) > 10_000:  # callbacks that never came (a lost worker)
+                _counted_here.clear()
+            _counted_here.add(task_id)
 
 
 def on_postrun(
@@ -194,6 +202,16 @@ def flush_child() -> None:
         rt.flush(rt.settings.flush_timeout)
 
 
+def counted_here(task_id: Any) -> bool:
+    """This process started (and counted) that run; forgets it (one callback per run)."""
+    try:
+        _counted_here.remove(task_id if type(task_id) is str else str(task_id))
+    except KeyError:
+        return False
+    return True
+
+
 def clear() -> None:
     _runs.clear()
     _infos.clear()
+    _counted_here.clear()

@@ -14,8 +14,8 @@ subclasses each task's Request class (through
   duration when it never started.
 
 Solo, threads, gevent and eventlet pools run tasks in this process: the run
-counted itself (the request's ``worker_pid`` is this pid), so nothing is counted
-twice.
+counted itself (``_consumer.counted_here``; a request's ``worker_pid`` cannot tell,
+gevent's is a greenlet id), so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 from ... import _guard, _lifecycle, _runtime
 from ... import _names as n
 from ..._run import Action, Outcome
-from . import _message, _outcome, _process
+from . import _consumer, _message, _outcome, _process
 from ._process import WORKER
 
 #: task id -> when it started, for a run revoked with terminate=True
@@ -38,6 +38,8 @@ _terminating: dict[str, float | None] = {}
 # -- the Request hooks -----------------------------------------------------------
 def _ran_elsewhere(req: Any) -> bool:
     """The task ran in another process (a prefork child), or never started."""
+    if _consumer.counted_here(req.id):
+        return False
     pid = req.worker_pid
     return pid is None or pid != _process.pid()
 
