@@ -192,8 +192,8 @@ def begin_run(
             hb_interval = min(hb_interval, 0.8 * budget.heartbeat_timeout)
         run = JobRun(
             job_name=job_name,
-            job_id=job_id or new_id(),
-            run_id=run_id or new_id(),
+            job_id=job_id or f"{_getrandbits(128):032x}",  # new_id(), inlined (hot path)
+            run_id=run_id or f"{_getrandbits(128):032x}",
             attempt=max(1, int(attempt)),
             system=system,
             queue=queue or "",
@@ -221,10 +221,14 @@ def begin_run(
         if producer is None and system in ("function", "asyncio"):
             ambient = trace.get_current_span().get_span_context()
             producer = ambient if ambient.is_valid else None
-        parent = _parent_context(settings.continue_trace, producer)
+        parent = _parent_context(True, producer) if settings.continue_trace else _EMPTY_CONTEXT
         if span is None:
             run.span = rt.tracer.start_span(
-                job_name, context=parent, kind=kind, attributes=attrs, links=_links(producer, links)
+                job_name,
+                context=parent,
+                kind=kind,
+                attributes=attrs,
+                links=_links(producer, links) if producer is not None or links else None,
             )
         else:
             span.set_attributes(attrs)
