@@ -15,7 +15,10 @@ uses database 1 only). Targets (issue #3):
 Every in-process measurement runs in a fresh process; the end-to-end workers stay
 up for all rounds and take turns (a worker stops consuming while the other runs).
 Rounds alternate the configurations; the tables show medians and ratios of the
-medians (machines are noisy: compare ratios, not times).
+medians (machines are noisy: compare ratios, not times). On a shared virtual
+machine single rounds swing by 10-20 %; ``--instructions`` also counts the
+in-process instructions per task under valgrind's callgrind, which does not
+depend on the machine's load (valgrind is a Debian package).
 """
 
 from __future__ import annotations
@@ -143,6 +146,32 @@ def inproc(rounds: int, tasks: int) -> dict[str, list[float]]:
             )  # fmt: skip
             results[config].append(json.loads(out.stdout.strip().splitlines()[-1])["us_per_task"])
     return results
+
+
+def _instructions(config: str, tasks: int) -> int:
+    """Instructions the whole in-process child executes (valgrind's callgrind)."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--inproc-child", config, "--tasks", str(tasks)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise SystemExit(f"callgrind printed no total for {config}:\n{out.stderr[-2000:]}")
+
+
+def inproc_instructions(tasks: int) -> dict[str, float]:
+    """Instructions per ``apply()``: the difference between a run of ``tasks`` + 1,000
+    tasks and one of ``tasks``, so imports, set-up and warm-up cancel out. Unlike
+    time, the count does not depend on what else the machine is doing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(c, n) for c in CONFIGS for n in (tasks, tasks + 1000)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(jobs, pool.map(lambda job: _instructions(*job), jobs), strict=True))
+    return {c: (counts[(c, tasks + 1000)] - counts[(c, tasks)]) / 1000 for c in CONFIGS}
 
 
 # -- 2. end to end -------------------------------------------------------------------------
@@ -321,6 +350,22 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def report_instructions(per_task: dict[str, float]) -> None:
+    bare = per_task["bare"]
+    print(
+        "\n1b. apply() in process, instructions per task (callgrind; machine load does not count)"
+    )
+    print(f"{'config':<10} {'instr/task':>11} {'added':>9} {'x bare':>7}")
+    for config in CONFIGS:
+        added = "" if config == "bare" else f"{per_task[config] - bare:>9.0f}"
+        print(f"{config:<10} {per_task[config]:>11.0f} {added:>9} {per_task[config] / bare:>7.2f}")
+    contrib = per_task["contrib"] - bare
+    if contrib > 0:
+        ratio = (per_task["jobpulse"] - bare) / contrib
+        verdict = "ok" if ratio <= 1.0 else "OVER TARGET"
+        print(f"jobpulse added / contrib added = {ratio:.2f} (target <= 1.00: {verdict})")
+
+
 def report(
     inproc_results: dict[str, list[float]],
     e2e_results: dict[str, list[tuple[float, float, float]]],
@@ -377,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-inproc", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--no-contrib-e2e", action="store_true", help="bare and jobpulse only")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the in-process instructions per task with valgrind (a few minutes)",
+    )
     parser.add_argument("--inproc-child", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -393,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = ("bare", "jobpulse") if args.no_contrib_e2e else CONFIGS
     e2e_results = {} if args.skip_e2e else e2e(args.e2e_rounds, args.e2e_tasks, configs)
     report(inproc_results, e2e_results)
+    if args.instructions:
+        report_instructions(inproc_instructions(300))
     return 0
 
 
