@@ -108,6 +108,22 @@ class ProcessBoundMetricExporter(MetricExporter):
             self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
+class ParentOnlyMetricReader(PeriodicExportingMetricReader):
+    """A periodic reader that stays in the process that built it.
+
+    After a fork the SDK starts the reader's ticker thread again in the child,
+    and that thread, once :func:`silence_inherited_readers` stops it, runs one
+    last full collection of the parent's instruments, whose export
+    :class:`ProcessBoundMetricExporter` then drops: a thread start and a wasted
+    collection in every prefork child and every RQ work horse. jobpulse gives a
+    child that exports metrics its own MeterProvider, so the inherited reader
+    needs no thread at all.
+    """
+
+    def _at_fork_reinit(self) -> None:
+        """No ticker in a forked child (the SDK calls this after every fork)."""
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -210,7 +226,7 @@ def build_meter_provider(
     readers: list[MetricReader] = []
     if exporter is not None:
         readers.append(
-            PeriodicExportingMetricReader(
+            ParentOnlyMetricReader(
                 ProcessBoundMetricExporter(exporter), export_interval_millis=_metric_interval_ms()
             )
         )
