@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _guard, _lifecycle
@@ -36,6 +37,28 @@ class Watchdog:
         self.grace = runtime.settings.cancel_grace
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: one-shot callbacks (monotonic deadline, callback), run by this thread: one
+        #: thread less where a thread start is a cost (every RQ work horse)
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._timers_lock = threading.Lock()
+
+    def after(self, seconds: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the watchdog's thread ``seconds`` from now (up to one
+        interval late when the watchdog was already waiting)."""
+        with self._timers_lock:
+            self._timers.append((time.monotonic() + seconds, callback))
+
+    def _run_timers(self, now: float) -> None:
+        with self._timers_lock:
+            due = [t for t in self._timers if t[0] <= now]
+            if not due:
+                return
+            self._timers = [t for t in self._timers if t[0] > now]
+        for _, callback in due:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive its bugs
+                _guard.report("watchdog.timer", exc)
 
     def start(self) -> None:
         self._stop = threading.Event()
@@ -50,15 +73,28 @@ class Watchdog:
         self._thread = None
 
     def restart_after_fork(self) -> None:
-        """Threads do not survive fork; the child gets its own watchdog."""
+        """Threads do not survive fork; the child gets its own watchdog (and none of the
+        parent's timers)."""
+        self._timers = []
+        self._timers_lock = threading.Lock()  # the parent's may have been held at fork
         self.start()
 
+    def _wait(self) -> float:
+        """Until the next tick, or the next timer if that comes first."""
+        timers = self._timers
+        if not timers:
+            return self.interval
+        soonest = min(deadline for deadline, _ in timers) - time.monotonic()
+        return max(0.0, min(self.interval, soonest))
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._wait()):
             try:
                 self.tick()
             except Exception as exc:  # noqa: BLE001 - the watchdog must outlive its bugs
                 _guard.report("watchdog", exc)
+            if self._timers:
+                self._run_timers(time.monotonic())
 
     def tick(self, now: float | None = None) -> None:
         """Check every active run against its budgets once."""

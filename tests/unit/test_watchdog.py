@@ -285,3 +285,23 @@ def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+@pytest.mark.allow_internal_errors
+def test_watchdog_timers_run_once_on_its_thread_and_survive_a_failing_one() -> None:
+    fired: list[str] = []
+    with capture(watchdog_interval=0.02) as cap:
+        rt = _runtime.get()
+        assert rt is not None
+        assert rt.watchdog is not None
+
+        def boom() -> None:
+            raise RuntimeError("a broken timer")
+
+        rt.watchdog.after(0.0, boom)
+        rt.watchdog.after(0.05, lambda: fired.append(threading.current_thread().name))
+        rt.watchdog.after(0.06, lambda: fired.append("second"))
+        wait_until(lambda: len(fired) == 2, what="both timers")
+        errors = cap.metric("jobpulse.telemetry.errors", **{"jobpulse.component": "watchdog.timer"})
+        assert errors == 1  # counted, and the watchdog went on
+    assert fired == ["jobpulse-watchdog", "second"]  # once each, on the watchdog's thread

@@ -71,9 +71,15 @@ class Handoff:
 
                 logs.on_emit = noticed
         self._capture_metrics()
-        self.timer = threading.Timer(SPILL_AFTER, self.spill)
-        self.timer.daemon = True
-        self.timer.start()
+        # the watchdog's thread spills a long run (a thread of its own would cost every
+        # horse a thread start); without a watchdog, a timer thread does
+        self.timer: threading.Timer | None = None
+        if rt.watchdog is not None:
+            rt.watchdog.after(SPILL_AFTER, self.spill)
+        else:
+            self.timer = threading.Timer(SPILL_AFTER, self.spill)
+            self.timer.daemon = True
+            self.timer.start()
 
     # -- counters and histograms: the parent records them --------------------------
     def _capture_metrics(self) -> None:
@@ -172,7 +178,8 @@ class Handoff:
     def take(self) -> tuple[list[Any], list[Any], list[Any]] | tuple[None, None, list[Any]]:
         """End the hand-off: the encoded spans and log records for the parent (None when
         the run spilled: the horse must flush), and the counted metrics."""
-        self.timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         with self.lock:
             spilled = self.spilled
             self.spilled = True  # anything after this (a stray thread) passes through
