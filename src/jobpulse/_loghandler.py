@@ -52,14 +52,15 @@ class OTelLogHandler(logging.Handler):
 
     def __init__(self, logger_provider: Any, level: int = logging.NOTSET) -> None:
         super().__init__(level)
-        self._provider = logger_provider
+        # the SDK handler's attribute name: the RQ hand-off finds the pipeline through it
+        self._logger_provider = logger_provider
         self._loggers: dict[str, Any] = {}
         self._severity: dict[int, Any] = {}
 
     def _logger(self, name: str) -> Any:
         found = self._loggers.get(name)
         if found is None:
-            found = self._loggers[name] = self._provider.get_logger(name)
+            found = self._loggers[name] = self._logger_provider.get_logger(name)
         return found
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -88,8 +89,10 @@ class OTelLogHandler(logging.Handler):
                 body=self.format(record) if self.formatter else record.getMessage(),
                 attributes=attrs,
             )
-        except Exception:  # noqa: BLE001 - logging's own policy: report, never raise
-            self.handleError(record)
+        except Exception as exc:  # noqa: BLE001 - counted, logged once; raises in tests
+            from . import _guard
+
+            _guard.swallow("logs.otel", exc)
 
     def flush(self) -> None:
         """Nothing: jobpulse flushes its providers itself, bounded, at exit."""

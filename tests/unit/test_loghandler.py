@@ -90,3 +90,12 @@ def test_exception_is_exported(exported: tuple[logging.Logger, InMemoryLogExport
 )
 def test_severity_follows_the_logs_data_model(level: int, expected: SeverityNumber) -> None:
     assert severity_number(level) == expected
+
+
+def test_the_rq_hand_off_finds_the_log_pipeline_through_the_handler() -> None:
+    """A work horse's hand-off watches the provider's pipeline for other handlers' records
+    (``adapters.rq._handoff``): it must be where the SDK's handler kept it, or those
+    records die with the horse."""
+    provider = LoggerProvider()
+    handler = make_handler(provider)
+    assert getattr(handler, "_logger_provider", None) is provider
