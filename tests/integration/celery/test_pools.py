@@ -102,3 +102,20 @@ def test_trace_shape_follows_continue_trace(worker: Worker, receiver: Receiver) 
     else:  # the default: a new trace
         assert run.trace_id != ids[0]
         assert run.parent_span_id == ""
+
+
+def test_gevent_hard_time_limit_is_one_timeout_run(worker: Worker, receiver: Receiver) -> None:
+    """gevent raises its ``Timeout`` into the task's greenlet and Celery reports it as
+    ``TimeLimitExceeded``: one ``timeout`` run, counted once (not an error, not twice)."""
+    if _pool(worker) != "gevent":
+        pytest.skip("the gevent pool's own hard time limit")
+    with capture(raise_internal=True):
+        result = worker.app.tasks["jp.hard"].delay()
+    (run,) = wait_runs(receiver, result.id)
+    a = run.attributes
+    assert (a["jobpulse.outcome"], a["jobpulse.action"]) == ("timeout", "stop")
+    assert a["error.type"] == "celery.exceptions.TimeLimitExceeded"
+    q = {"jobpulse.queue.name": worker.queue, "jobpulse.job.name": "jp.hard"}
+    assert settled_total(receiver, "jobpulse.job.runs", **q) == 1
+    assert settled_total(receiver, "jobpulse.job.runs", **q, **{"jobpulse.outcome": "timeout"}) == 1
+    assert worker.send("jp.add", 2, 2).get(timeout=30) == 4  # the worker goes on

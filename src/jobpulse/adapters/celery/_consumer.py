@@ -32,7 +32,7 @@ _runs: dict[str, JobRun] = {}
 #: ids of runs this (long-lived) process started and counts itself (solo, threads,
 #: gevent, eventlet pools): Celery's Request callbacks for them must not count them
 #: again. (A pool's "pid" cannot tell: gevent's is the greenlet's id.)
-_counted_here: set[str] = set()
+_counted_here: dict[str, int] = {}  # task id -> runs started here not yet called back
 #: what is the same for every run of a task from a queue: built once (reading
 #: Celery's configuration is slow), cleared by uninstall() and at worker start
 _infos: dict[tuple[Any, ...], tuple[dict[str, Any] | None, str | None, Budget | None]] = {}
@@ -125,7 +125,8 @@ def _begin(rt: Any, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if run.record_metrics and not eager:
             if len(_counted_here) > 10_000:  # callbacks that never came (a lost worker)
                 _counted_here.clear()
-            _counted_here.add(task_id)
+            # a count: two runs of one id can overlap (a countdown=0 retry, a redelivery)
+            _counted_here[task_id] = _counted_here.get(task_id, 0) + 1
 
 
 def on_postrun(
@@ -154,6 +155,10 @@ def _end(run: JobRun, retval: Any, state: Any) -> None:
             # limit, revoke with terminate, cold shutdown), or the task's SystemExit ends
             # it (Celery then reports a lost worker). The main process records the run:
             # one run, one record.
+            _lifecycle.abandon_run(run)
+            return
+        if run.record_metrics and _outcome.killed_greenlet(exc):
+            # gevent pool, revoke(terminate=True): the task_revoked receiver records it
             _lifecycle.abandon_run(run)
             return
     else:
@@ -208,10 +213,16 @@ def flush_child() -> None:
 
 def counted_here(task_id: Any) -> bool:
     """This process started (and counted) that run; forgets it (one callback per run)."""
-    try:
-        _counted_here.remove(task_id if type(task_id) is str else str(task_id))
-    except KeyError:
+    if not _counted_here:  # a prefork main process: the common case, nothing to look up
         return False
+    key = task_id if type(task_id) is str else str(task_id)
+    left = _counted_here.get(key)
+    if left is None:
+        return False
+    if left > 1:
+        _counted_here[key] = left - 1
+    else:
+        del _counted_here[key]
     return True
 
 

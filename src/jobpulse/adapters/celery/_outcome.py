@@ -36,6 +36,25 @@ class Quarantined(Reject):  # type: ignore[misc]
     the task's own exception (``reason``)."""
 
 
+def _gevent(name: str) -> tuple[type[BaseException], ...]:
+    """gevent's ``Timeout``/``GreenletExit`` when gevent is loaded (the gevent pool)."""
+    import sys
+
+    module = sys.modules.get("gevent")
+    found = getattr(module, name, None) if module is not None else None
+    return (found,) if isinstance(found, type) and issubclass(found, BaseException) else ()
+
+
+def hard_limit_in_greenlet(exc: BaseException | None) -> bool:
+    """The gevent pool's hard time limit: ``gevent.Timeout`` raised into the task."""
+    return exc is not None and isinstance(exc, _gevent("Timeout"))
+
+
+def killed_greenlet(exc: BaseException | None) -> bool:
+    """The gevent pool's ``revoke(terminate=True)``: the task's greenlet was killed."""
+    return exc is not None and isinstance(exc, _gevent("GreenletExit"))
+
+
 Verdict = tuple[Outcome, Action, "BaseException | None", "str | None"]
 SUCCESS: Verdict = (Outcome.SUCCESS, Action.NONE, None, None)
 
@@ -91,6 +110,8 @@ def classify(
         return Outcome.CANCELLED, Action.NONE, None, None
     if isinstance(exc, TimeLimitExceeded) or soft_limit_in(exc) or soft_fired:
         return Outcome.TIMEOUT, Action.STOP, exc, error_type(exc)
+    if hard_limit_in_greenlet(exc):  # Celery reports it as TimeLimitExceeded
+        return Outcome.TIMEOUT, Action.STOP, exc, _CELERY_NAMES[TimeLimitExceeded]
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return Outcome.CANCELLED, Action.NONE, None, None
     return Outcome.ERROR, Action.STOP, exc, error_type(exc)

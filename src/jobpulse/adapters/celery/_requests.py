@@ -39,6 +39,7 @@ _terminating: dict[str, float | None] = {}
 def _ran_elsewhere(req: Any) -> bool:
     """The task ran in another process (a prefork child), or never started."""
     if _consumer.counted_here(req.id):
+        req._jobpulse_done = True  # and Celery's later callbacks for it (on_timeout, ...)
         return False
     pid = req.worker_pid
     return pid is None or pid != _process.pid()
