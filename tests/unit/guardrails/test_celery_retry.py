@@ -100,12 +100,13 @@ def running(
     push_current_task(current if current is not None else task)
     try:
         _consumer.on_prerun(task_id=task_id, task=task, args=args, kwargs={})
-        yield _consumer._runs.get(task_id)
+        run = _consumer.run_of(task.request)
+        yield run
     finally:
         pop_current_task()
+        key = (task_id, id(task.request))
         task.pop_request()
-        run = _consumer._runs.pop(task_id, None)
-        _lifecycle.end_run(run, Outcome.ERROR, "retry")
+        _lifecycle.end_run(_consumer._runs.pop(key, None), Outcome.ERROR, "retry")
 
 
 def test_the_wrapper_is_installed_over_celerys_retry(calls: Calls) -> None:

@@ -27,8 +27,11 @@ from . import _coexist, _message, _outcome
 from ._process import WORKER, in_pool_child
 
 _SUCCESS = "SUCCESS"  # celery.states.SUCCESS
-#: task id -> its run, between task_prerun and task_postrun
-_runs: dict[str, JobRun] = {}
+#: (task id, id of the execution's request context) -> its run, between task_prerun
+#: and task_postrun: two runs of one task id can overlap in one process (a countdown=0
+#: retry under gevent or threads, a redelivery), each has its own request context.
+#: (Not an attribute on the context: Celery copies a context's __dict__ into others.)
+_runs: dict[tuple[str, int], JobRun] = {}
 #: ids of runs this (long-lived) process started and counts itself (solo, threads,
 #: gevent, eventlet pools): Celery's Request callbacks for them must not count them
 #: again. (A pool's "pid" cannot tell: gevent's is the greenlet's id.)
@@ -121,7 +124,9 @@ def _begin(rt: Any, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
         span=adopted,
     )
     if run is not None:
-        _runs[task_id] = run
+        if len(_runs) > 10_000:  # runs whose task_postrun never came (a killed thread)
+            _runs.clear()
+        _runs[(task_id, id(request))] = run
         if run.record_metrics and not eager:
             if len(_counted_here) > 10_000:  # callbacks that never came (a lost worker)
                 _counted_here.clear()
@@ -133,7 +138,9 @@ def on_postrun(
     sender: Any = None, task_id: Any = None, task: Any = None, retval: Any = None,
     state: Any = None, **_: Any,
 ) -> None:  # fmt: skip
-    run = _runs.pop(task_id if type(task_id) is str else str(task_id), None)
+    if task is None:
+        return
+    run = _runs.pop((task_id if type(task_id) is str else str(task_id), id(task.request)), None)
     if run is None:
         return
     if state == _SUCCESS:  # the common case, straight to the core (which never raises)
@@ -142,6 +149,13 @@ def on_postrun(
         _end(run, retval, state)
     if not run.record_metrics:  # a pool child
         _after_task_in_child()
+
+
+def run_of(request: Any) -> JobRun | None:
+    """The run of the execution ``request`` (a task's current request context)."""
+    if request is None:
+        return None
+    return _runs.get((str(request.id), id(request)))
 
 
 @_guard.guarded("adapter.celery.run")

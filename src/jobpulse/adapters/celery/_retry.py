@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ... import _guard, _runtime
 from ..._run import Outcome
 from . import _outcome
-from ._consumer import _runs
+from ._consumer import run_of
 
 if TYPE_CHECKING:
     from ..._run import JobRun
@@ -48,7 +48,7 @@ def _quarantine_instead(task: Any, exc: BaseException | None) -> BaseException |
         return None
     with _guard.never_raise("adapter.celery.guardrails"):
         request = _message_request(task)
-        run = _runs.get(str(request.id)) if request is not None else None
+        run = run_of(request)
         if run is None:
             return None
         from celery.utils.serialization import get_pickleable_exception
@@ -108,7 +108,7 @@ def _bounded(
             return None  # Celery's own TypeError, untouched
         named.update(options)
         request = _message_request(task)
-        run = _runs.get(str(request.id)) if request is not None else None
+        run = run_of(request)
         if run is None:
             return None
         from ...guardrails._bounds import celery_retry
