@@ -415,19 +415,24 @@ def silence_inherited_readers(readers: Sequence[MetricReader]) -> None:
 
 
 def fresh_connections(*roots: Any) -> int:
-    """Close the HTTP connections a forked child inherited in its exporters' sessions.
+    """Give a forked child's exporters new HTTP sessions instead of the ones it inherited.
 
     A keep-alive connection of the parent's exporter is, after a fork, the same
-    socket in two processes; a child that exports on it would mix its requests
-    with the parent's. Closing the child's copy leaves the parent's connection
-    alone (no shutdown is sent) and the child's next export opens its own. Walks
-    the processors and exporters under ``roots`` (ten levels deep at most).
+    socket in two processes; and a lock inside the inherited session (urllib3's
+    pool and its queue) that one of the parent's export threads held at the
+    moment of the fork stays held forever in the child, so the child's first
+    export would wait on it until its flush deadline (seen: a forked child
+    exporting nothing). The child's exporters get fresh sessions with the same
+    settings; the inherited ones are dropped without being touched (closing
+    them could wait on those locks too, and must not close the parent's
+    sockets). Walks the processors and exporters under ``roots`` (ten levels
+    deep at most).
     """
     try:
         import requests
     except ImportError:  # pragma: no cover - the OTLP/HTTP exporter needs requests
         return 0
-    closed = 0
+    replaced = 0
     seen: set[int] = set()
     stack: list[tuple[Any, int]] = [(root, 0) for root in roots if root is not None]
     while stack:
@@ -435,10 +440,6 @@ def fresh_connections(*roots: Any) -> int:
         if id(obj) in seen or depth > 10:
             continue
         seen.add(id(obj))
-        if isinstance(obj, requests.Session):
-            obj.close()
-            closed += 1
-            continue
         if isinstance(obj, (tuple, list)):
             stack.extend((item, depth + 1) for item in obj)
             continue
@@ -446,8 +447,26 @@ def fresh_connections(*roots: Any) -> int:
         if not module.startswith(("opentelemetry", "jobpulse")):
             continue
         try:
-            children = vars(obj).values()
+            attrs = vars(obj)
         except TypeError:
             continue
-        stack.extend((child, depth + 1) for child in children)
-    return closed
+        for name, child in list(attrs.items()):
+            if isinstance(child, requests.Session):
+                attrs[name] = _session_like(child)
+                replaced += 1
+            else:
+                stack.append((child, depth + 1))
+    return replaced
+
+
+def _session_like(old: Any) -> Any:
+    """A new ``requests.Session`` with ``old``'s settings and none of its state."""
+    import requests
+
+    new = requests.Session()
+    new.headers = old.headers.copy()
+    for name in ("auth", "proxies", "verify", "cert", "trust_env", "max_redirects", "params"):
+        if hasattr(old, name):
+            value = getattr(old, name)
+            setattr(new, name, value.copy() if isinstance(value, dict) else value)
+    return new

@@ -74,7 +74,10 @@ def test_spans_metrics_and_logs_arrive_with_contract_names(otlp: Receiver) -> No
 def test_forked_child_exports_its_spans_without_duplicating_parent_metrics(otlp: Receiver) -> None:
     proc = run_worker(otlp.env(), "fork")
     assert proc.returncode == 0, proc.stderr
-    otlp.wait_for(lambda r: len(r.run_spans("WireExport")) == 2, what="parent and child runs")
+    otlp.wait_for(
+        lambda r: len(r.run_spans("WireExport")) == 2,
+        what=f"parent and child runs (worker stderr: {proc.stderr[-1500:]!r})",
+    )
     parent_instance = otlp.run_spans("WireFail")[0].resource.get("service.instance.id")
     otlp.wait_for(
         lambda r: r.total("jobpulse.job.runs", **{"jobpulse.job.name": "WireExport"}) >= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import jobpulse
 
@@ -35,7 +36,13 @@ def main() -> None:
         pid = os.fork()
         if pid == 0:
             export(2)
-            jobpulse.flush(5)
+            started = time.monotonic()
+            import faulthandler
+
+            # a flush this slow is stuck: show where (the test prints this stderr)
+            faulthandler.dump_traceback_later(12.0, exit=False)
+            flushed = jobpulse.flush(15)  # a loaded CI box: the test is about export, not speed
+            print(f"child flush: {flushed} in {time.monotonic() - started:.2f}s", file=sys.stderr)
             os._exit(0)
         os.waitpid(pid, 0)
     print("done", flush=True)
