@@ -27,10 +27,10 @@ from ._run import (
     FAILED_OUTCOMES,
     Action,
     Budget,
-    BudgetExceeded,
     JobRun,
     Outcome,
     coerce_pair,
+    stopped_by_budget,
 )
 from ._textsafe import error_type_of, safe_str
 from .guardrails import _hook as _guardrails
@@ -360,10 +360,7 @@ def _finish(
     if outcome is Outcome.SUCCESS and exc is None:  # the common case: no failure paths
         action = Action.NONE
     else:
-        if isinstance(exc, BudgetExceeded) or (
-            run.cancel_requested_at is not None and outcome in (Outcome.ERROR, Outcome.CANCELLED)
-        ):
-            outcome = Outcome.TIMEOUT
+        outcome = stopped_by_budget(run, outcome, exc)
         action = coerce_pair(outcome, action)
         if outcome in FAILED_OUTCOMES:  # guardrails: poison -> quarantine (docs/guardrails.md)
             if error_type is None:

@@ -70,6 +70,20 @@ def coerce_pair(outcome: Outcome, action: Action | None) -> Action:
     return Action.STOP
 
 
+def stopped_by_budget(run: JobRun | None, outcome: Outcome, exc: BaseException | None) -> Outcome:
+    """``timeout`` for a run that its budget stopped (a ``BudgetExceeded``, or an error or
+    cancellation after enforcement asked it to stop), whatever the stop looked like;
+    ``outcome`` otherwise. One rule for the core and for adapters that settle an
+    outcome before the core sees it."""
+    if isinstance(exc, BudgetExceeded) or (
+        run is not None
+        and run.cancel_requested_at is not None
+        and outcome in (Outcome.ERROR, Outcome.CANCELLED)
+    ):
+        return Outcome.TIMEOUT
+    return outcome
+
+
 class BudgetExceeded(TimeoutError):
     """Raised into an enforced run that went past its budget.
 

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 
 from ... import _guard, _lifecycle, _runtime
 from ... import _names as n
-from ..._run import Action, Budget, BudgetExceeded, JobRun, Outcome, coerce_pair
+from ..._run import Action, Budget, JobRun, Outcome, coerce_pair, stopped_by_budget
 from ..._textsafe import error_type_of
 from . import _attrs, _meta
 
@@ -189,12 +189,7 @@ def end(
             outcome, action = failure(exc, job, status)
             if exc is None and ok:
                 error_type = RETRY_RESULT  # the job returned rq.Retry: a failed attempt
-        if isinstance(exc, BudgetExceeded) or (
-            run is not None
-            and run.cancel_requested_at is not None
-            and outcome in (Outcome.ERROR, Outcome.CANCELLED)
-        ):
-            outcome = Outcome.TIMEOUT  # the same rule end_run applies
+        outcome = stopped_by_budget(run, outcome, exc)  # the rule end_run applies
         action = coerce_pair(outcome, action)
         if outcome in (Outcome.ERROR, Outcome.TIMEOUT, Outcome.LOST) and error_type is None:
             error_type = error_type_of(exc) if exc is not None else outcome.value
