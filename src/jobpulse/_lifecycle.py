@@ -22,6 +22,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from . import _guard, _runtime
 from . import _names as n
 from ._context import current
+from ._loghandler import direct_handler
 from ._registry import JobKey
 from ._run import (
     FAILED_OUTCOMES,
@@ -541,6 +542,10 @@ def record_run(
 
 
 def _log_in_span(span: Any, level: int, msg: str, fields: Mapping[str, Any]) -> None:
+    direct = direct_handler(_log, level)
+    if direct is not None:
+        direct.emit_fields(_log.name, level, msg, dict(fields), trace.set_span_in_context(span))
+        return
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         _log.log(level, msg, extra=dict(fields))
@@ -577,5 +582,9 @@ def emit_log(run: JobRun, level: int, msg: str, fields: Mapping[str, Any] | None
     span = run.span
     if span is not None and trace.get_current_span() is not span:
         _log_in_span(span, level, msg, extra)
+        return
+    direct = direct_handler(_log, level)
+    if direct is not None:
+        direct.emit_fields(_log.name, level, msg, extra, otel_context.get_current())
     else:
         _log.log(level, msg, extra=extra)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -99,3 +100,93 @@ def test_the_rq_hand_off_finds_the_log_pipeline_through_the_handler() -> None:
     provider = LoggerProvider()
     handler = make_handler(provider)
     assert getattr(handler, "_logger_provider", None) is provider
+
+
+@contextlib.contextmanager
+def _otel_handler_alone(logger: logging.Logger) -> Iterator[None]:
+    """pytest attaches its capture handlers to every non-propagating logger for each
+    test phase; the direct path is about a logger with jobpulse's handler alone."""
+    others = [h for h in logger.handlers if not isinstance(h, OTelLogHandler)]
+    for h in others:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in others:
+            logger.addHandler(h)
+
+
+def _line(direct: bool, exporter: InMemoryLogExporter, logger: logging.Logger) -> Any:
+    from jobpulse._loghandler import direct_handler
+
+    span = TracerProvider().get_tracer("t").start_span("job")
+    fields = {"jobpulse.job.name": "emails.send", "jobpulse.attempt": 2, "jobpulse.elapsed": 0.5}
+    handler = direct_handler(logger, logging.ERROR)
+    assert (handler is not None) is direct
+    if handler is not None:
+        context = trace.set_span_in_context(span)
+        handler.emit_fields(logger.name, logging.ERROR, "run finished", dict(fields), context)
+    else:
+        with trace.use_span(span):
+            logger.error("run finished", extra=fields)
+    (record,) = _records(exporter)
+    exporter.clear()
+    return record, span.get_span_context()
+
+
+def test_direct_line_equals_the_stdlib_line(
+    exported: tuple[logging.Logger, InMemoryLogExporter],
+) -> None:
+    """A run's lines skip the stdlib LogRecord when only jobpulse's OTel handler would see
+    them; what is exported must not change."""
+    logger, exporter = exported
+    with _otel_handler_alone(logger):
+        logger.addFilter(lambda record: True)  # a filter forces the stdlib path
+        via_stdlib, ctx_a = _line(False, exporter, logger)
+        logger.filters.clear()
+        direct, ctx_b = _line(True, exporter, logger)
+    for record, ctx in ((via_stdlib, ctx_a), (direct, ctx_b)):
+        assert record.body == "run finished"
+        assert record.severity_number == SeverityNumber.ERROR
+        assert record.severity_text == "ERROR"
+        assert dict(record.attributes) == {
+            "jobpulse.job.name": "emails.send", "jobpulse.attempt": 2, "jobpulse.elapsed": 0.5,
+        }  # fmt: skip
+        assert (record.trace_id, record.span_id) == (ctx.trace_id, ctx.span_id)
+        assert record.timestamp
+        assert record.observed_timestamp
+
+
+def test_anything_else_that_would_see_a_line_takes_the_stdlib_path(
+    exported: tuple[logging.Logger, InMemoryLogExporter],
+) -> None:
+    from jobpulse._loghandler import direct_handler
+
+    logger, _ = exported
+    with _otel_handler_alone(logger):
+        _check_paths(logger, direct_handler)
+
+
+def _check_paths(logger: logging.Logger, direct_handler: Any) -> None:
+    (handler,) = logger.handlers
+    assert direct_handler(logger, logging.INFO) is handler
+    assert direct_handler(logger, logging.DEBUG) is None  # the logger's level drops it
+    second = logging.NullHandler()
+    logger.addHandler(second)
+    assert direct_handler(logger, logging.INFO) is None
+    logger.removeHandler(second)
+    logger.propagate = True
+    assert direct_handler(logger, logging.INFO) is None
+    logger.propagate = False
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    assert direct_handler(logger, logging.INFO) is None
+    handler.setFormatter(None)  # type: ignore[arg-type]
+    handler.emit = lambda record: None  # type: ignore[method-assign]  # the RQ hand-off's capture
+    assert direct_handler(logger, logging.INFO) is None
+    del handler.emit
+    logging.disable(logging.INFO)
+    try:
+        assert direct_handler(logger, logging.INFO) is None
+    finally:
+        logging.disable(logging.NOTSET)
+    assert direct_handler(logger, logging.INFO) is handler
