@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import Tracer
 
-from . import _guard, _otel
+from . import _encoding, _guard, _otel
 from . import _names as n
 from ._config import Settings, load_settings
 from ._instruments import Instruments
@@ -178,6 +178,7 @@ def instrument(_exporters: _otel.Exporters | None = None, **options: Any) -> Run
         _clear_caches()
         rt = Runtime(settings, _registry, _exporters)
         _guard.set_counter(rt.instruments.record_telemetry_error)
+        _encoding.install()
         _install_log_handlers(rt)
         from ._watchdog import Watchdog
 
@@ -230,6 +231,7 @@ def _uninstrument_locked() -> None:
     _runtime = None
     _registry.clear()
     _clear_caches()
+    _encoding.uninstall()
 
 
 def _clear_caches() -> None:
