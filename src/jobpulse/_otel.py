@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import _guard
 from ._config import ConfigurationError, Settings
+from ._forklazy import lazy_after_fork
 
 _log = logging.getLogger("jobpulse")
 
@@ -254,7 +255,9 @@ def setup(settings: Settings, exporters: Exporters | None = None) -> Providers:
             span_exporter = _span_exporter() if exporters.from_env else exporters.span
             tp = TracerProvider(resource=resource, shutdown_on_exit=False)
             if span_exporter is not None:
-                tp.add_span_processor(CountingBatchSpanProcessor(span_exporter, _bsp_queue_size()))
+                with lazy_after_fork():
+                    processor = CountingBatchSpanProcessor(span_exporter, _bsp_queue_size())
+                tp.add_span_processor(processor)
             owned.add("tracer")
             if not _is_set(trace.get_tracer_provider()):
                 trace.set_tracer_provider(tp)
@@ -300,7 +303,9 @@ def _build_logger_provider(resource: Resource, exporter: Any | None) -> Any | No
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     lp = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    lp.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    with lazy_after_fork():
+        processor = BatchLogRecordProcessor(exporter)
+    lp.add_log_record_processor(processor)
     if not _is_set(_global_logger_provider()):
         set_logger_provider(lp)
     return lp

@@ -1,0 +1,127 @@
+"""A forked child (an RQ work horse) starts no export thread until it has something to export."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from jobpulse._forklazy import is_lazy, lazy_after_fork
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+
+
+class Names(SpanExporter):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.names.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+
+def _export_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("OtelBatch"))
+
+
+def _in_child(work: Any) -> dict[str, Any]:
+    """Run ``work`` in a forked child; its JSON result through a pipe (deadline 20 s)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish within 20 s")
+    data = os.read(read, 1 << 16)
+    os.close(read)
+    assert status == 0, f"child exit status {status}"
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+def test_a_child_starts_the_export_thread_on_its_first_span_and_exports_it() -> None:
+    exporter = Names()
+    with lazy_after_fork():
+        processor = BatchSpanProcessor(exporter, schedule_delay_millis=20)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    assert is_lazy(processor)
+    assert _export_threads()  # the parent's thread runs as usual
+
+    def child() -> dict[str, Any]:
+        before = _export_threads()
+        provider.get_tracer("t").start_span("in-child").end()
+        after = _export_threads()
+        deadline = time.monotonic() + 10
+        while not exporter.names and time.monotonic() < deadline:  # the thread exports it
+            time.sleep(0.01)
+        return {"before": before, "after": after, "names": exporter.names}
+
+    result = _in_child(child)
+    assert result["before"] == []
+    assert len(result["after"]) == 1
+    assert result["names"] == ["in-child"]
+    # the parent still exports through its own thread
+    provider.get_tracer("t").start_span("in-parent").end()
+    assert processor.force_flush()
+    assert exporter.names == ["in-parent"]
+    processor.shutdown()
+
+
+def test_a_child_that_never_emits_flushes_and_shuts_down_without_a_thread() -> None:
+    exporter = Names()
+    with lazy_after_fork():
+        processor = BatchSpanProcessor(exporter)
+
+    def child() -> dict[str, Any]:
+        flushed = processor.force_flush()
+        processor.shutdown()
+        return {"flushed": flushed, "threads": _export_threads()}
+
+    result = _in_child(child)
+    assert result == {"flushed": True, "threads": []}
+    processor.shutdown()
+
+
+def test_log_processors_defer_too() -> None:
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Exporter
+    except ImportError:  # pragma: no cover
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Exporter
+    with lazy_after_fork():
+        processor = BatchLogRecordProcessor(Exporter())
+    assert is_lazy(processor)
+    assert _in_child(lambda: {"threads": _export_threads()}) == {"threads": []}
+    processor.shutdown()
+
+
+def test_processors_built_outside_the_block_are_the_sdks() -> None:
+    """...which start a thread in every child at fork: the cost the block avoids."""
+    processor = BatchSpanProcessor(Names())
+    assert not is_lazy(processor)
+    assert _in_child(lambda: {"threads": _export_threads()})["threads"]
+    processor.shutdown()
