@@ -26,7 +26,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ... import _guard
-from . import _consumer, _process, _producer, _requests, _retry, _worker
 
 if TYPE_CHECKING:
     from ..._runtime import Runtime
@@ -37,6 +36,8 @@ POSTRUN_UID = "jobpulse.celery.task_postrun"
 
 def _receivers() -> list[tuple[Any, Any, str]]:
     from celery import signals
+
+    from . import _consumer, _producer, _requests, _worker
 
     return [
         (signals.before_task_publish, _producer.before_publish, "jobpulse.celery.before_publish"),
@@ -57,6 +58,9 @@ def _receivers() -> list[tuple[Any, Any, str]]:
 
 
 class CeleryAdapter:
+    """Its modules import Celery, so they load at install: an RQ worker that has Celery
+    installed must not carry Celery in memory (every work horse forks it)."""
+
     name = "celery"
     framework = "celery"
 
@@ -67,6 +71,8 @@ class CeleryAdapter:
         if self._installed:
             return
         from celery.exceptions import SoftTimeLimitExceeded
+
+        from . import _process, _requests, _retry, _worker
 
         # The soft time limit is raised asynchronously, possibly inside jobpulse code:
         # it is the task's, and must pass through untouched.
@@ -84,6 +90,8 @@ class CeleryAdapter:
         if not self._installed:
             return
         self._installed = False
+        from . import _consumer, _process, _producer, _requests, _retry, _worker
+
         _process.ACTIVE = False
         for signal, receiver, uid in _receivers():
             signal.disconnect(receiver, dispatch_uid=uid)
