@@ -14,6 +14,7 @@ first record the child emits starts the thread, through the SDK's own
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import threading
@@ -40,12 +41,18 @@ def _lazy_class(base: type) -> type:
 
         def _at_fork_reinit(self) -> None:
             if self._pid == LAZY:  # the child's first emit: now it needs the thread
+                self._inherited = None  # now the parent's records may be freed
                 super()._at_fork_reinit()
                 return
             # the fork handler: nothing of the parent's threads may stay held
             self._export_lock = threading.Lock()
             self._worker_awaken = threading.Event()
-            self._queue.clear()
+            # A new queue, the parent's kept aside: clearing it would touch every
+            # record the parent had not exported yet (copy-on-write page faults; a
+            # worker's queue holds seconds of its horses' spans and lines).
+            queue = self._queue
+            self._inherited = queue
+            self._queue = collections.deque(maxlen=queue.maxlen)
             self._bsp_reset_once = Once()  # emit() re-arms through it
             self._pid = LAZY
 
