@@ -38,6 +38,8 @@ def _lazy_class(base: type) -> type:
 
     class ForkLazyBatchProcessor(base):  # type: ignore[valid-type, misc]
         _pid: int
+        _queue: collections.deque[Any]
+        _inherited: collections.deque[Any] | None
 
         def _at_fork_reinit(self) -> None:
             if self._pid == LAZY:  # the child's first emit: now it needs the thread
