@@ -7,22 +7,23 @@ with 7 to 9 more, so encoding was the largest single cost of a run's
 telemetry, paid by an export thread for the GIL the job needs. Most of those
 values repeat from run to run (job name, system, queue, worker, outcome,
 attempt), so while jobpulse is instrumented the encoder keeps the encoded
-``KeyValue`` of each repeated (key, value) and lets protobuf copy it, which
-costs a quarter as much. Values that rarely repeat (ids, durations, messages)
-are encoded as before.
+``KeyValue`` of each (key, value) of :data:`CACHED_KEYS` and lets protobuf
+copy it, which costs a quarter as much.
 
-Only the SDK's attribute function is swapped, in its trace and log encoders,
-for every OTLP exporter of the process (jobpulse's runs usually go through
-the user's own exporter). The bytes on the wire are the same:
-``tests/unit/test_encoding.py`` compares them with the SDK's encoding, and
-should the cache ever fail, the SDK's own function encodes the batch.
-``uninstrument()`` puts the SDK's function back.
+Only jobpulse's own low-cardinality keys are cached (an allow-list, short
+values): a user's attributes (URLs, statements, recorded arguments) are never
+kept in memory past their export. Only the SDK's attribute function is
+swapped, in its trace and log encoders, for every OTLP exporter of the process
+(jobpulse's runs usually go through the user's own exporter); the bytes on the
+wire are the same (``tests/unit/test_encoding.py`` compares them with the
+SDK's encoding), and a call the cache does not understand goes to the SDK's
+function. ``uninstrument()`` puts the SDK's function back.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,20 +31,22 @@ from typing import Any
 from . import _guard
 from . import _names as n
 
-_log = logging.getLogger(__name__)
+#: the SDK encoder's logger: an attribute that cannot be encoded is reported as the SDK does
+_sdk_log = logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal")
 
-#: attributes whose values are (nearly) unique per run: caching them only churns
-UNIQUE_KEYS = frozenset(
+#: jobpulse's attributes whose values repeat from run to run (never ids, never user data)
+CACHED_KEYS = frozenset(
     {
-        n.JOB_ID,
-        n.RUN_ID,
-        "messaging.message.id",
-        "exception.message",
-        "exception.stacktrace",
-        "jobpulse.stack",
+        n.JOB_NAME, n.ATTEMPT, n.SYSTEM, n.QUEUE_NAME, n.OUTCOME, n.ACTION,
+        n.HEARTBEAT_COUNT, n.STEP_NAME, n.DEPENDENCY_NAME, n.DEPENDENCY_OUTCOME,
+        n.STALL_REASON, n.COMPONENT, n.ERROR_TYPE, n.CODE_FUNCTION_NAME, n.REDELIVERED,
+        n.MESSAGING_SYSTEM, n.MESSAGING_OPERATION_NAME, n.MESSAGING_OPERATION_TYPE,
+        n.MESSAGING_DESTINATION_NAME, n.MESSAGING_CLIENT_ID, n.FAILURE_CLASS,
     }
-)
-#: bounded: high-cardinality values under keys not listed above clear it now and then
+)  # fmt: skip
+#: longer strings are encoded each time (a job name or queue is shorter)
+MAX_VALUE_LENGTH = 256
+#: a bound on memory: the cache starts over when full
 MAX_ENTRIES = 4096
 ENCODER_MODULES = (
     "opentelemetry.exporter.otlp.proto.common._internal.trace_encoder",
@@ -51,73 +54,80 @@ ENCODER_MODULES = (
 )
 
 _cache: dict[tuple[str, type, Any], Any] = {}
-_installed: list[tuple[Any, Callable[..., Any]]] = []
+_installed: list[tuple[Any, Callable[..., Any], Callable[..., Any]]] = []
 _lock = threading.Lock()
 
 
 def cached_attributes(
     attributes: Mapping[str, Any] | None, encode_key_value: Callable[[str, Any], Any]
 ) -> list[Any]:
-    """The SDK's ``_encode_attributes``, with repeated (key, value) pairs memoized."""
+    """The SDK's ``_encode_attributes``, with :data:`CACHED_KEYS` values memoized."""
     if not attributes:
         return []
     out = []
     cache = _cache
     for key, value in attributes.items():
-        cls = value.__class__
-        if (cls is str or cls is int or cls is bool) and key not in UNIQUE_KEYS:
-            entry = (key, cls, value)
-            encoded = cache.get(entry)
-            if encoded is None:
-                encoded = encode_key_value(key, value)
-                if len(cache) >= MAX_ENTRIES:
-                    cache.clear()
-                cache[entry] = encoded
-            out.append(encoded)
-            continue
         try:
-            out.append(encode_key_value(key, value))
+            cls = value.__class__
+            if key in CACHED_KEYS and (
+                cls is int or cls is bool or (cls is str and len(value) <= MAX_VALUE_LENGTH)
+            ):
+                entry = (key, cls, value)
+                encoded = cache.get(entry)
+                if encoded is None:
+                    encoded = encode_key_value(key, value)
+                    if len(cache) >= MAX_ENTRIES:
+                        cache.clear()
+                    cache[entry] = encoded
+                out.append(encoded)
+            else:
+                out.append(encode_key_value(key, value))
         except Exception as error:  # noqa: BLE001 - the SDK's behaviour: skip the attribute
-            _log.exception("Failed to encode key %s: %s", key, error)
+            _sdk_log.exception("Failed to encode key %s: %s", key, error)
     return out
 
 
 def _dispatcher(original: Callable[..., Any], encode: Callable[[str, Any], Any]) -> Any:
-    def encode_attributes(attributes: Any) -> Any:
+    """The function the encoders call instead of ``original``: the cache for the call
+    shape it knows, the SDK's own function for anything else (another SDK version may
+    pass more arguments) and should the cache itself ever fail."""
+
+    def encode_attributes(attributes: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return original(attributes, *args, **kwargs)
         try:
             return cached_attributes(attributes, encode)
-        except Exception as exc:  # noqa: BLE001 - the SDK's own function takes over
+        except Exception as exc:  # noqa: BLE001 - counted; the SDK's function takes over
             _guard.report("export.encoding", exc)
             return original(attributes)
 
-    encode_attributes.jobpulse_original = original  # type: ignore[attr-defined]
     return encode_attributes
 
 
-def install() -> bool:
-    """Swap in the memoizing attribute encoder (idempotent). False, and nothing
-    changed, when this SDK's encoder does not have the expected shape."""
+def install() -> None:
+    """Swap in the memoizing attribute encoder where the SDK's OTLP encoders are loaded
+    (idempotent). Never imports them: a process without OTLP export carries none of it."""
     with _lock:
-        if _installed:
-            return True
-        try:
-            from opentelemetry.exporter.otlp.proto.common._internal import _encode_key_value
-
-            modules = [importlib.import_module(name) for name in ENCODER_MODULES]
-        except ImportError:
-            return False
-        if not all(callable(getattr(m, "_encode_attributes", None)) for m in modules):
-            return False
-        for module in modules:
-            original = module._encode_attributes
-            module._encode_attributes = _dispatcher(original, _encode_key_value)  # type: ignore[attr-defined]
-            _installed.append((module, original))
-        return True
+        done = {module for module, _, _ in _installed}
+        common = sys.modules.get("opentelemetry.exporter.otlp.proto.common._internal")
+        _encode_key_value = getattr(common, "_encode_key_value", None)
+        if _encode_key_value is None:
+            return
+        for name in ENCODER_MODULES:
+            module = sys.modules.get(name)
+            original = getattr(module, "_encode_attributes", None)
+            if module is None or module in done or not callable(original):
+                continue
+            replacement = _dispatcher(original, _encode_key_value)
+            module._encode_attributes = replacement  # type: ignore[attr-defined]
+            _installed.append((module, original, replacement))
 
 
 def uninstall() -> None:
+    """Put the SDK's function back, unless someone wrapped ours since (theirs stays)."""
     with _lock:
-        for module, original in _installed:
-            module._encode_attributes = original
+        for module, original, replacement in _installed:
+            if getattr(module, "_encode_attributes", None) is replacement:
+                module._encode_attributes = original
         _installed.clear()
         _cache.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,10 @@ from typing import Any
 #: ``_pid`` of a forked child's processor whose export thread is not started yet
 LAZY = -1
 _MODULES = ("opentelemetry.sdk.trace.export", "opentelemetry.sdk._logs._internal.export")
-_NEEDED = ("_at_fork_reinit", "_export_lock", "_worker_awaken", "_queue", "_pid", "emit")
+_NEEDED = (
+    "_at_fork_reinit", "_export_lock", "_worker_awaken", "_queue", "_pid", "emit",
+    "_worker_thread", "_exporting", "def worker",
+)  # fmt: skip
 _lock = threading.Lock()
 _classes: dict[type, type] = {}
 
@@ -40,11 +44,21 @@ def _lazy_class(base: type) -> type:
         _pid: int
         _queue: collections.deque[Any]
         _inherited: collections.deque[Any] | None
+        _exporting: str
+        _worker_thread: threading.Thread
 
         def _at_fork_reinit(self) -> None:
             if self._pid == LAZY:  # the child's first emit: now it needs the thread
+                # Only the thread: records already queued stay (a fork that ran no
+                # Python fork handlers, uWSGI's, arrives here on its second emit).
                 self._inherited = None  # now the parent's records may be freed
-                super()._at_fork_reinit()
+                self._worker_thread = threading.Thread(
+                    name=f"OtelBatch{self._exporting}RecordProcessor",
+                    target=self.worker,
+                    daemon=True,
+                )
+                self._worker_thread.start()
+                self._pid = os.getpid()
                 return
             # the fork handler: nothing of the parent's threads may stay held
             self._export_lock = threading.Lock()
@@ -78,7 +92,10 @@ def _fits(base: Any) -> bool:
 @contextlib.contextmanager
 def lazy_after_fork() -> Iterator[None]:
     """Batch span and log processors built inside this block start no thread in a
-    forked child until it emits (a no-op with an SDK of another shape)."""
+    forked child until it emits (a no-op with an SDK of another shape).
+
+    The swap is of a module global, under a lock, for the duration of the block: a
+    processor another thread builds at that moment is lazy too, which is harmless."""
     with _lock:
         swapped: list[tuple[Any, Any]] = []
         for name in _MODULES:

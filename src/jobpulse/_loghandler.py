@@ -27,6 +27,7 @@ from opentelemetry.context import get_current
 #: LogRecord attributes that are logging's own, not fields a caller passed in ``extra``
 RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_RECORD = logging.LogRecord
 
 
 def severity_number(levelno: int) -> Any:
@@ -130,11 +131,15 @@ def direct_handler(logger: logging.Logger, levelno: int) -> OTelLogHandler | Non
 
     Anything that could see or change the record takes the stdlib path: another
     handler, propagation to ancestors, a filter or formatter, a level that drops
-    it, or an ``emit`` replaced on the handler (the RQ hand-off's capture).
+    it, a custom logger class or record factory (OTel's logging instrumentation
+    adds trace ids through one), or an ``emit`` replaced on the handler (the RQ
+    hand-off's capture).
     """
     handlers = logger.handlers
     if len(handlers) != 1 or logger.propagate or logger.filters:
         return None
+    if type(logger) is not logging.Logger or logging.getLogRecordFactory() is not _RECORD:
+        return None  # a custom logger class or record factory may add to every record
     if not logger.isEnabledFor(levelno):  # also logging.disable and a disabled logger
         return None
     handler = handlers[0]

@@ -29,7 +29,8 @@ except ImportError:  # pragma: no cover
 
 @pytest.fixture
 def installed() -> Iterator[None]:
-    assert _encoding.install()
+    _encoding.install()
+    assert len(_encoding._installed) == 2  # the trace and the log encoder
     try:
         yield
     finally:
@@ -39,7 +40,7 @@ def installed() -> Iterator[None]:
 def _both(encode: Any, batch: Any) -> tuple[bytes, bytes, bytes]:
     _encoding.uninstall()
     sdk = encode(batch).SerializeToString()
-    assert _encoding.install()
+    _encoding.install()
     cold = encode(batch).SerializeToString()
     warm = encode(batch).SerializeToString()  # every repeated attribute from the cache
     return sdk, cold, warm
@@ -124,7 +125,8 @@ def test_instrument_installs_the_cache_and_uninstrument_removes_it() -> None:
     _encoding._cache.clear()
     encode_spans(_spans())
     assert ("jobpulse.job.name", str, "emails.send") in _encoding._cache
-    assert not [k for k in _encoding._cache if k[0] in _encoding.UNIQUE_KEYS]
+    # jobpulse's repeated values only: no ids, no user attributes
+    assert {k[0] for k in _encoding._cache} <= _encoding.CACHED_KEYS
     jobpulse.uninstrument()
     assert trace_encoder._encode_attributes is original
     assert not _encoding._cache
@@ -144,21 +146,50 @@ def test_a_failing_cache_falls_back_to_the_sdks_encoder(
     assert len(encode_spans(_spans()).SerializeToString()) == len(expected)
 
 
-def test_the_cache_stays_bounded() -> None:
+def test_the_cache_stays_bounded_and_keeps_no_user_data() -> None:
     from opentelemetry.exporter.otlp.proto.common._internal import _encode_key_value
 
     _encoding._cache.clear()
     for i in range(_encoding.MAX_ENTRIES * 2 + 5):
-        _encoding.cached_attributes({"customer": f"c{i}"}, _encode_key_value)
+        _encoding.cached_attributes({"jobpulse.job.name": f"job{i}"}, _encode_key_value)
         assert len(_encoding._cache) <= _encoding.MAX_ENTRIES
     _encoding._cache.clear()
+    long_name = "x" * (_encoding.MAX_VALUE_LENGTH + 1)
+    attrs = {"db.statement": "SELECT 1", "jobpulse.run.id": "r1", "jobpulse.job.name": long_name}
+    assert len(_encoding.cached_attributes(attrs, _encode_key_value)) == 3
+    assert not _encoding._cache
+
+
+def test_calls_of_another_shape_go_to_the_sdks_function(installed: None) -> None:
+    from opentelemetry.exporter.otlp.proto.common._internal import _log_encoder
+
+    seen: list[Any] = []
+    module, _original, replacement = next(
+        entry for entry in _encoding._installed if entry[0] is _log_encoder
+    )
+    wrapped = _encoding._dispatcher(lambda *a, **k: seen.append((a, k)) or [], lambda k, v: v)
+    wrapped({"a": 1}, allow_null=True)  # a newer SDK's keyword
+    assert seen == [(({"a": 1},), {"allow_null": True})]
+    assert module._encode_attributes is replacement
 
 
 def test_uninstall_restores_the_sdks_encoder() -> None:
     from opentelemetry.exporter.otlp.proto.common._internal import trace_encoder
 
     original = trace_encoder._encode_attributes
-    assert _encoding.install()
+    _encoding.install()
     assert trace_encoder._encode_attributes is not original
     _encoding.uninstall()
     assert trace_encoder._encode_attributes is original
+
+    _encoding.install()
+
+    def theirs(attributes: Any) -> Any:  # someone wrapped the encoder after jobpulse
+        return original(attributes)
+
+    trace_encoder._encode_attributes = theirs
+    try:
+        _encoding.uninstall()
+        assert trace_encoder._encode_attributes is theirs  # left in place
+    finally:
+        trace_encoder._encode_attributes = original

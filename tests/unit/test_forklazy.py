@@ -124,3 +124,30 @@ def test_processors_built_outside_the_block_are_the_sdks() -> None:
     assert not is_lazy(processor)
     assert _in_child(lambda: {"threads": _export_threads()})["threads"]
     processor.shutdown()
+
+
+def test_a_fork_that_ran_no_python_fork_handlers_loses_no_record() -> None:
+    """uWSGI forks in C: the SDK's own "emitted after a fork" check is what resets the
+    processor, on the first emit; that record and the next are both exported."""
+    from opentelemetry.util._once import Once
+
+    exporter = Names()
+    with lazy_after_fork():
+        processor = BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    inner: Any = processor._batch_processor  # type: ignore[attr-defined]
+
+    def child() -> dict[str, Any]:
+        inner._pid = os.getppid()  # as if no fork handler had run
+        inner._bsp_reset_once = Once()
+        tracer = provider.get_tracer("t")
+        tracer.start_span("first").end()
+        tracer.start_span("second").end()
+        processor.force_flush()
+        return {"names": exporter.names, "threads": _export_threads()}
+
+    result = _in_child(child)
+    assert result["names"] == ["first", "second"]
+    assert len(result["threads"]) == 1
+    processor.shutdown()

@@ -189,4 +189,15 @@ def _check_paths(logger: logging.Logger, direct_handler: Any) -> None:
         assert direct_handler(logger, logging.INFO) is None
     finally:
         logging.disable(logging.NOTSET)
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(lambda *a, **k: factory(*a, **k))  # adds fields, say
+    try:
+        assert direct_handler(logger, logging.INFO) is None
+    finally:
+        logging.setLogRecordFactory(factory)
+    logger.disabled = True
+    try:
+        assert direct_handler(logger, logging.INFO) is None
+    finally:
+        logger.disabled = False
     assert direct_handler(logger, logging.INFO) is handler
