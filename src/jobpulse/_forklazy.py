@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import importlib
 import os
 import threading
@@ -76,8 +77,10 @@ def _lazy_class(base: type) -> type:
     return ForkLazyBatchProcessor
 
 
+@functools.cache
 def _fits(base: Any) -> bool:
-    """This SDK's BatchProcessor works the way the subclass assumes."""
+    """This SDK's BatchProcessor works the way the subclass assumes (read from its
+    source once per process, not at every provider built)."""
     if not isinstance(base, type) or not callable(getattr(base, "_at_fork_reinit", None)):
         return False
     try:

@@ -542,13 +542,23 @@ def record_run(
 
 
 def _log_in_span(span: Any, level: int, msg: str, fields: Mapping[str, Any]) -> None:
+    _emit_line(level, msg, dict(fields), trace.set_span_in_context(span))
+
+
+def _emit_line(level: int, msg: str, extra: dict[str, Any], context: Any = None) -> None:
+    """One line to the ``jobpulse`` logger, correlated with ``context`` (None: the current
+    one): straight to the OTel handler when nothing else would see it, else stdlib."""
     direct = direct_handler(_log, level)
     if direct is not None:
-        direct.emit_fields(_log.name, level, msg, dict(fields), trace.set_span_in_context(span))
+        ctx = otel_context.get_current() if context is None else context
+        direct.emit_fields(_log.name, level, msg, extra, ctx)
         return
-    token = otel_context.attach(trace.set_span_in_context(span))
+    if context is None:
+        _log.log(level, msg, extra=extra)
+        return
+    token = otel_context.attach(context)
     try:
-        _log.log(level, msg, extra=dict(fields))
+        _log.log(level, msg, extra=extra)
     finally:
         _safe_detach(token)
 
@@ -581,10 +591,6 @@ def emit_log(run: JobRun, level: int, msg: str, fields: Mapping[str, Any] | None
         extra.update(fields)
     span = run.span
     if span is not None and trace.get_current_span() is not span:
-        _log_in_span(span, level, msg, extra)
-        return
-    direct = direct_handler(_log, level)
-    if direct is not None:
-        direct.emit_fields(_log.name, level, msg, extra, otel_context.get_current())
+        _emit_line(level, msg, extra, trace.set_span_in_context(span))  # from another thread
     else:
-        _log.log(level, msg, extra=extra)
+        _emit_line(level, msg, extra)

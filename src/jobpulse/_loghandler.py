@@ -77,18 +77,14 @@ class OTelLogHandler(logging.Handler):
                     attrs["exception.stacktrace"] = "".join(
                         traceback.format_exception(exc_type, exc, tb)
                     )
-            levelno = record.levelno
-            severity = self._severity.get(levelno)
-            if severity is None:
-                severity = self._severity[levelno] = severity_number(levelno)
-            self._logger(record.name).emit(
-                timestamp=int(record.created * 1e9),
-                observed_timestamp=time.time_ns(),
-                context=get_current(),
-                severity_number=severity,
-                severity_text=_TEXT.get(record.levelname, record.levelname),
-                body=self.format(record) if self.formatter else record.getMessage(),
-                attributes=attrs,
+            self._send(
+                record.name,
+                record.levelno,
+                record.levelname,
+                int(record.created * 1e9),
+                get_current(),
+                self.format(record) if self.formatter else record.getMessage(),
+                attrs,
             )
         except Exception as exc:  # noqa: BLE001 - counted, logged once; raises in tests
             from . import _guard
@@ -101,24 +97,30 @@ class OTelLogHandler(logging.Handler):
         """The record :meth:`emit` would send for ``logger.log(levelno, msg, extra=attributes)``,
         without building the stdlib ``LogRecord`` first (see :func:`direct_handler`)."""
         try:
-            severity = self._severity.get(levelno)
-            if severity is None:
-                severity = self._severity[levelno] = severity_number(levelno)
-            now = time.time_ns()
-            text = logging.getLevelName(levelno)
-            self._logger(name).emit(
-                timestamp=now,
-                observed_timestamp=now,
-                context=context,
-                severity_number=severity,
-                severity_text=_TEXT.get(text, text),
-                body=msg,
-                attributes=attributes,
-            )
+            level_name = logging.getLevelName(levelno)
+            self._send(name, levelno, level_name, time.time_ns(), context, msg, attributes)
         except Exception as exc:  # noqa: BLE001 - counted, logged once; raises in tests
             from . import _guard
 
             _guard.swallow("logs.otel", exc)
+
+    def _send(
+        self, name: str, levelno: int, level_name: str, timestamp: int, context: Any,
+        body: Any, attributes: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """The one place both paths hand a line to the OTel logger of ``name``."""
+        severity = self._severity.get(levelno)
+        if severity is None:
+            severity = self._severity[levelno] = severity_number(levelno)
+        self._logger(name).emit(
+            timestamp=timestamp,
+            observed_timestamp=time.time_ns(),
+            context=context,
+            severity_number=severity,
+            severity_text=_TEXT.get(level_name, level_name),
+            body=body,
+            attributes=attributes,
+        )
 
     def flush(self) -> None:
         """Nothing: jobpulse flushes its providers itself, bounded, at exit."""
