@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -292,7 +293,23 @@ def setup(settings: Settings, exporters: Exporters | None = None) -> Providers:
                 owned.add("logger")
         elif lp is not None and not _is_set(lp):
             lp = None
+    preload_export_imports()
     return Providers(tp, mp, lp, owned, readers, prometheus)
+
+
+def preload_export_imports() -> None:
+    """Import now what the OTLP/HTTP export path imports at its first request.
+
+    ``requests`` imports ``netrc`` (and ``shlex``) inside every request's
+    preparation. A worker that forks (a prefork pool, an RQ work horse) while an
+    export thread of the parent is in the middle of that first import leaves the
+    child a half-initialized module whose import lock nobody will release: every
+    export of the child then blocks forever (seen: a forked child's flush stuck
+    in ``requests.utils.get_netrc_auth``). Importing them before any fork closes
+    that window."""
+    if "requests" in sys.modules:
+        import netrc  # noqa: F401
+        import shlex  # noqa: F401
 
 
 def _build_logger_provider(resource: Resource, exporter: Any | None) -> Any | None:

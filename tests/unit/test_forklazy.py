@@ -151,3 +151,20 @@ def test_a_fork_that_ran_no_python_fork_handlers_loses_no_record() -> None:
     assert result["names"] == ["first", "second"]
     assert len(result["threads"]) == 1
     processor.shutdown()
+
+
+def test_the_export_paths_lazy_imports_are_done_before_any_fork() -> None:
+    """A child forked while the parent's first export imports ``netrc`` would block on
+    that import forever (seen in CI: a forked child's flush stuck there)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jobpulse; jobpulse.instrument(configure_otel=True); "
+        "print('netrc' in sys.modules, 'shlex' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert out.stdout.split() == ["True", "True"]
