@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from . import _names as n
+from ._histograms import Histogram
 from ._registry import STALL_REASONS, JobKey, Registry
 from ._run import ALLOWED_PAIRS, Action, Outcome
 from ._version import VERSION
@@ -21,15 +22,16 @@ from ._version import VERSION
 Attrs = dict[str, Any]
 
 
-def _histogram(meter: Any, spec: tuple[str, str, str]) -> Any:
+def _histogram(meter: Any, spec: tuple[str, str, str]) -> Histogram:
     name, unit, desc = spec
     try:
-        return meter.create_histogram(
+        histogram = meter.create_histogram(
             name, unit=unit, description=desc,
             explicit_bucket_boundaries_advisory=list(n.DURATION_BUCKETS),
         )  # fmt: skip
     except TypeError:  # API older than 1.30: no advisory; a View can still set buckets
-        return meter.create_histogram(name, unit=unit, description=desc)
+        histogram = meter.create_histogram(name, unit=unit, description=desc)
+    return Histogram(histogram)  # attribute sets are the cached dicts below (_histograms)
 
 
 class Instruments:
