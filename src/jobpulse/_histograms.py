@@ -74,8 +74,14 @@ class Histogram:
     def record(self, value: float, attrs: dict[str, Any]) -> None:
         """``attrs`` must not change after its first use (jobpulse's cached dicts)."""
         binding = self._bindings.get(id(attrs))
-        if binding is not None and binding.attrs is attrs and 0.0 <= value < math.inf:
-            consumer = self.histogram._measurement_consumer
+        histogram = self.histogram
+        if (
+            binding is not None
+            and binding.attrs is attrs
+            and 0.0 <= value < math.inf
+            and histogram._is_enabled()  # a meter can be turned off at any time
+        ):
+            consumer = histogram._measurement_consumer
             if consumer._reader_storages is binding.storages:
                 targets = binding.targets
                 for table, key, aggregation in targets:
@@ -85,7 +91,7 @@ class Histogram:
                     now = time_ns()
                     context = get_current()
                     clean = binding.clean
-                    measurement = Measurement(value, now, self.histogram, context, None)
+                    measurement = Measurement(value, now, histogram, context, None)
                     _set(measurement, "attributes", clean)
                     sample = consumer._sdk_config.exemplar_filter.should_sample(
                         value, now, clean, context
@@ -93,25 +99,21 @@ class Histogram:
                     for _table, _key, aggregation in targets:
                         aggregation.aggregate(measurement, sample)
                     return
-        self.histogram.record(value, attrs)
+        histogram.record(value, attrs)
         # first seen, or the SDK's state changed since it was bound: bind (anew)
-        if self._supported and binding is not _UNBOUND:
+        if self._supported and binding is not _UNBOUND and histogram._is_enabled():
             self._bind(attrs)
 
     def _bind(self, attrs: dict[str, Any]) -> None:
-        bindings = self._bindings
-        if len(bindings) >= MAX_BINDINGS and id(attrs) not in bindings:
-            return
-        binding: _Binding | None = None
         try:
-            if self.histogram._is_enabled():
-                binding = _binding(self.histogram, attrs)
+            binding = _binding(self.histogram, attrs) or _UNBOUND
         except Exception as exc:  # noqa: BLE001 - the SDK's path keeps working without it
             self._supported = False
             _guard.swallow("metrics.histogram", exc)
             return
         with self._lock:
-            bindings[id(attrs)] = binding or _UNBOUND
+            if len(self._bindings) < MAX_BINDINGS or id(attrs) in self._bindings:
+                self._bindings[id(attrs)] = binding
 
 
 def _binding(histogram: Any, attrs: dict[str, Any]) -> _Binding | None:

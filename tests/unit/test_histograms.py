@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import Histogram as SDKHistogramType
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
+from opentelemetry.sdk.metrics._internal.exemplar import AlwaysOnExemplarFilter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
-from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.metrics.view import (
+    DropAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.trace import TracerProvider
 
 from jobpulse import _guard, _histograms
@@ -30,6 +36,7 @@ def _setup(views: Any = (), **reader: Any) -> tuple[InMemoryMetricReader, Any, M
 
 
 def _points(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
+    """Everything a reader exports for the histogram but the timestamps."""
     data = reader.get_metrics_data()
     if data is None:
         return []
@@ -38,64 +45,139 @@ def _points(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 for p in metric.data.data_points:
-                    out.append({
-                        "attributes": dict(p.attributes),
-                        "count": p.count, "sum": p.sum, "min": p.min, "max": p.max,
-                        "bucket_counts": list(p.bucket_counts),
-                        "exemplars": [
-                            (e.value, e.span_id, e.trace_id, e.filtered_attributes)
-                            for e in p.exemplars
-                        ],
-                    })  # fmt: skip
-    return sorted(out, key=lambda p: sorted(p["attributes"].items()))
+                    point = {
+                        k: v for k, v in vars(p).items()
+                        if k not in ("start_time_unix_nano", "time_unix_nano", "exemplars")
+                    }  # fmt: skip
+                    point["name"] = metric.name
+                    point["attributes"] = dict(p.attributes)
+                    point["exemplars"] = sorted(
+                        (e.value, e.span_id, e.trace_id, repr(e.filtered_attributes))
+                        for e in p.exemplars
+                    )
+                    out.append(point)
+    return sorted(out, key=repr)
+
+
+def _compare(
+    sets: list[dict[str, Any]],
+    views: Any = (),
+    readers: Any = lambda: [InMemoryMetricReader()],
+    **provider: Any,
+) -> tuple[list[Any], list[Any], Histogram]:
+    """The same records through the SDK and through the short path, inside one span:
+    what each set of readers exports, and the wrapper (to look at its bindings)."""
+    tracer = TracerProvider().get_tracer("t")
+    exported = []
+    fast = None
+    with tracer.start_as_current_span("run"):
+        for short in (False, True):
+            rs = readers()
+            mp = MeterProvider(metric_readers=rs, views=views, **provider)
+            h = mp.get_meter("t").create_histogram(
+                "jobpulse.job.duration", unit="s", explicit_bucket_boundaries_advisory=BUCKETS
+            )
+            fast = Histogram(h) if short else None
+            for i in range(60):
+                value, attrs = VALUES[i % len(VALUES)], sets[i % len(sets)]
+                (fast.record if fast is not None else h.record)(value, attrs)
+            exported.append([_points(r) for r in rs])
+    assert fast is not None
+    return exported[0], exported[1], fast
+
+
+def _bound(fast: Histogram) -> int:
+    return sum(b is not _UNBOUND for b in fast._bindings.values())
+
+
+OUTCOMES = [dict(ATTRS, **{"jobpulse.outcome": o}) for o in ("success", "error", "timeout")]
 
 
 def test_the_exported_series_is_the_sdks_to_the_last_bucket_and_exemplar() -> None:
-    sdk_reader, sdk_h, _ = _setup()
-    jp_reader, jp_h, _ = _setup()
-    fast = Histogram(jp_h)
-    tracer = TracerProvider().get_tracer("t")
-    with tracer.start_as_current_span("run") as span:
-        for v in VALUES:
-            sdk_h.record(v, ATTRS)
-            fast.record(v, ATTRS)
-    assert isinstance(fast._bindings[id(ATTRS)], _histograms._Binding)  # the short path ran
-    sdk, jp = _points(sdk_reader), _points(jp_reader)
-    ours = span.get_span_context()
-    assert [e[1:3] for e in jp[0]["exemplars"]] == [(ours.span_id, ours.trace_id)] * len(
-        jp[0]["exemplars"]
-    )
-    assert jp[0]["exemplars"], "a run's duration offers its span as an exemplar"
-    for p in sdk + jp:
-        p["exemplars"] = sorted((e[0], e[3] or {}) for e in p["exemplars"])
-    assert jp == sdk
-    assert jp[0]["count"] == len(VALUES)
+    sdk, ours, fast = _compare([ATTRS])
+    assert ours == sdk
+    assert _bound(fast) == 1  # the short path ran
+    [[point]] = ours
+    assert point["count"] == 60
+    assert point["exemplars"], "a run's duration offers its span as an exemplar"
 
 
 def test_every_attribute_set_is_its_own_series() -> None:
-    sdk_reader, sdk_h, _ = _setup()
-    jp_reader, jp_h, _ = _setup()
-    fast = Histogram(jp_h)
-    sets = [dict(ATTRS, **{"jobpulse.outcome": o}) for o in ("success", "error", "timeout")]
-    for i in range(30):
-        attrs = sets[i % 3]
-        sdk_h.record(i / 10, attrs)
-        fast.record(i / 10, attrs)
-    assert _points(jp_reader) == _points(sdk_reader)
-    assert len(_points(jp_reader)) == 3
+    sdk, ours, fast = _compare(OUTCOMES)
+    assert ours == sdk
+    assert len(ours[0]) == 3
+    assert _bound(fast) == 3
 
 
-def test_a_view_that_drops_attributes_merges_the_series_as_the_sdk_does() -> None:
+def test_two_readers_each_get_every_record() -> None:
+    sdk, ours, fast = _compare(
+        OUTCOMES, readers=lambda: [InMemoryMetricReader(), InMemoryMetricReader()]
+    )
+    assert ours == sdk
+    assert _bound(fast) == 3
+    assert ours[0] == ours[1]
+
+
+@pytest.mark.parametrize(
+    "views",
+    [
+        [View(instrument_name="jobpulse.job.duration", attribute_keys={"jobpulse.outcome"})],
+        [View(instrument_name="jobpulse.job.duration", name="renamed")],
+        [
+            View(
+                instrument_name="jobpulse.job.duration",
+                aggregation=ExponentialBucketHistogramAggregation(),
+            )
+        ],
+        [
+            View(
+                instrument_name="jobpulse.job.duration",
+                name="a2",
+                aggregation=ExponentialBucketHistogramAggregation(),
+            ),
+            View(instrument_name="jobpulse.*", attribute_keys={"jobpulse.queue.name"}),
+        ],
+    ],
+    ids=["attribute-keys", "renamed", "exponential", "two-views"],
+)
+def test_views_shape_the_series_as_they_do_for_the_sdk(views: Any) -> None:
+    sdk, ours, fast = _compare(OUTCOMES, views=views)
+    assert ours == sdk
+    assert _bound(fast) == 3
+
+
+def test_exemplars_keep_the_attributes_a_view_filtered_out() -> None:
     view = View(instrument_name="jobpulse.job.duration", attribute_keys={"jobpulse.job.name"})
-    sdk_reader, sdk_h, _ = _setup(views=[view])
-    jp_reader, jp_h, _ = _setup(views=[view])
-    fast = Histogram(jp_h)
-    for i, q in enumerate(("a", "b", "a", "c")):
-        attrs = dict(ATTRS, **{"jobpulse.queue.name": q})
-        sdk_h.record(float(i), attrs)
-        fast.record(float(i), attrs)
-    assert _points(jp_reader) == _points(sdk_reader)
-    assert [p["count"] for p in _points(jp_reader)] == [4]
+    sdk, ours, _ = _compare(OUTCOMES, views=[view], exemplar_filter=AlwaysOnExemplarFilter())
+    assert ours == sdk
+    assert any("jobpulse.outcome" in e[3] for e in ours[0][0]["exemplars"])
+
+
+def test_a_dropped_instrument_records_nothing_either_way() -> None:
+    view = View(instrument_name="jobpulse.job.duration", aggregation=DropAggregation())
+    sdk, ours, _ = _compare(OUTCOMES, views=[view])
+    assert ours == sdk == [[]]
+
+
+def test_sets_over_the_cardinality_limit_stay_on_the_sdks_path() -> None:
+    view = View(instrument_name="jobpulse.job.duration", aggregation_cardinality_limit=2)
+    sets = [{"q": str(i)} for i in range(4)]
+    sdk, ours, fast = _compare(sets, views=[view])
+    assert ours == sdk
+    assert any(p["attributes"] == {"otel.metric.overflow": True} for p in ours[0])
+    assert 0 < _bound(fast) < 4
+
+
+def test_a_meter_turned_off_at_run_time_stops_recording() -> None:
+    reader, h, mp = _setup()
+    fast = Histogram(h)
+    for _ in range(3):
+        fast.record(1.0, ATTRS)
+    assert _bound(fast) == 1
+    mp._set_meter_configurator(meter_configurator=_disable_meter_configurator)
+    for _ in range(5):
+        fast.record(1.0, ATTRS)
+    assert sum(p["count"] for p in _points(reader)) == 3
 
 
 def test_collections_in_between_lose_nothing() -> None:
