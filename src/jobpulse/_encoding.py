@@ -52,9 +52,12 @@ ENCODER_MODULES = (
     "opentelemetry.exporter.otlp.proto.common._internal.trace_encoder",
     "opentelemetry.exporter.otlp.proto.common._internal._log_encoder",
 )
+#: the OTLP/HTTP span exporter, whose ``encode_spans`` :mod:`._wire` replaces
+TRACE_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
 _cache: dict[tuple[str, type, Any], Any] = {}
-_installed: list[tuple[Any, Callable[..., Any], Callable[..., Any]]] = []
+#: (module, name, the SDK's function, ours)
+_installed: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []
 _lock = threading.Lock()
 
 
@@ -104,30 +107,57 @@ def _dispatcher(original: Callable[..., Any], encode: Callable[[str, Any], Any])
     return encode_attributes
 
 
+def _span_requests(original: Callable[..., Any], common: Any) -> Callable[..., Any]:
+    """The exporter's ``encode_spans``: the request written by :mod:`._wire`, or the
+    SDK's (the same bytes) for a batch the writer fails on."""
+    from ._wire import EncodedRequest, SpanEncoder
+
+    encoder = SpanEncoder(common)
+
+    def encode_spans(spans: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return original(spans, *args, **kwargs)
+        try:
+            data = encoder.request(spans)
+        except Exception as exc:  # noqa: BLE001 - counted; the SDK's encoder takes over
+            _guard.report("export.wire", exc)
+            return original(spans)
+        return EncodedRequest(data, spans, original)
+
+    return encode_spans
+
+
 def install() -> None:
-    """Swap in the memoizing attribute encoder where the SDK's OTLP encoders are loaded
-    (idempotent). Never imports them: a process without OTLP export carries none of it."""
+    """Swap in the memoizing attribute encoder where the SDK's OTLP encoders are loaded,
+    and the span writer in the OTLP/HTTP span exporter (idempotent). Never imports
+    them: a process without OTLP export carries none of it."""
     with _lock:
-        done = {module for module, _, _ in _installed}
+        done = {(module, name) for module, name, _, _ in _installed}
         common = sys.modules.get("opentelemetry.exporter.otlp.proto.common._internal")
         _encode_key_value = getattr(common, "_encode_key_value", None)
         if _encode_key_value is None:
             return
-        for name in ENCODER_MODULES:
-            module = sys.modules.get(name)
+        for module_name in ENCODER_MODULES:
+            module = sys.modules.get(module_name)
             original = getattr(module, "_encode_attributes", None)
-            if module is None or module in done or not callable(original):
+            if module is None or (module, "_encode_attributes") in done or not callable(original):
                 continue
             replacement = _dispatcher(original, _encode_key_value)
             module._encode_attributes = replacement  # type: ignore[attr-defined]
-            _installed.append((module, original, replacement))
+            _installed.append((module, "_encode_attributes", original, replacement))
+        exporter = sys.modules.get(TRACE_EXPORTER)
+        original = getattr(exporter, "encode_spans", None)
+        if exporter is not None and (exporter, "encode_spans") not in done and callable(original):
+            replacement = _span_requests(original, common)
+            exporter.encode_spans = replacement  # type: ignore[attr-defined]
+            _installed.append((exporter, "encode_spans", original, replacement))
 
 
 def uninstall() -> None:
-    """Put the SDK's function back, unless someone wrapped ours since (theirs stays)."""
+    """Put the SDK's functions back, unless someone wrapped ours since (theirs stays)."""
     with _lock:
-        for module, original, replacement in _installed:
-            if getattr(module, "_encode_attributes", None) is replacement:
-                module._encode_attributes = original
+        for module, name, original, replacement in _installed:
+            if getattr(module, name, None) is replacement:
+                setattr(module, name, original)
         _installed.clear()
         _cache.clear()

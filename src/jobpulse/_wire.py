@@ -1,0 +1,337 @@
+"""OTLP span batches written straight to protobuf bytes, the bytes the SDK would send.
+
+The SDK's OTLP/HTTP span exporter builds a protobuf object for every span,
+attribute, link and status of a batch, then serializes the tree: about 70 us a
+run span even with :mod:`._encoding`'s cache, paid by the export thread of
+every process that runs jobs (a prefork child, an RQ worker), on the cores the
+jobs need. This encoder writes the same wire format directly: each span is a
+concatenation of tagged fields, jobpulse's repeating attributes are kept as
+ready bytes, and the resource and instrumentation scope (the same for every
+span of a process) are encoded once, by the SDK.
+
+The output is byte for byte what ``encode_spans(spans).SerializePartialToString()``
+gives (``tests/unit/test_wire.py`` compares them for every shape of span the
+SDK makes: all value types, events, links, statuses, trace states, remote
+parents, several resources and scopes). An attribute value of any other type
+(sequences, mappings, ``None``, subclasses of the plain types) is encoded by
+the SDK's own function; a batch this module fails on for any reason is encoded
+by the SDK, so an odd span costs time, never data. It is installed with the
+attribute cache, in the OTLP/HTTP trace exporter of the process, and removed by
+``uninstrument()``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _encoding
+
+_INT64 = 1 << 63
+_MASK64 = (1 << 64) - 1
+_pack_double = struct.Struct("<d").pack
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_fixed32 = struct.Struct("<I").pack
+#: SpanFlags: the parent's is-remote bit is known, and set
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_KINDS = {0: 1, 1: 2, 2: 3, 3: 4, 4: 5}  # SpanKind.value -> the proto's SpanKind
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]  # the one-byte varints
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag, the payload's length, the payload."""
+    size = len(payload)
+    return tag + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
+
+
+def _any_value(value: Any) -> bytes | None:
+    """An AnyValue of a plain type (None: another type, the SDK encodes it)."""
+    cls = value.__class__
+    if cls is str:
+        return _field(b"\x0a", value.encode())
+    if cls is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if cls is int:
+        if -_INT64 <= value < _INT64:
+            return b"\x18" + _varint(value & _MASK64)
+        return None
+    if cls is float:
+        return b"\x21" + _pack_double(value)
+    if cls is bytes:
+        return _field(b"\x3a", value)
+    return None
+
+
+def _items(attributes: Any) -> Any:
+    """The attributes' items: a BoundedAttributes' own dict (the same order), not its
+    generic mapping view, which looks every value up again."""
+    return getattr(attributes, "_dict", attributes).items()
+
+
+class _Attributes:
+    """KeyValue fields, with jobpulse's repeating (key, value) pairs kept ready."""
+
+    def __init__(self, encode_key_value: Callable[[str, Any], Any]) -> None:
+        self.encode_key_value = encode_key_value  # the SDK's, for every other type
+        #: (field tag, key, type, value) -> the whole field, for CACHED_KEYS only
+        self.cache: dict[tuple[bytes, str, type, Any], bytes] = {}
+        #: key -> its KeyValue.key field (keys are names, not data)
+        self.keys: dict[str, bytes] = {}
+
+    def encode(self, tag: bytes, attributes: Any) -> list[bytes]:
+        """Each attribute as a ``tag`` field of a KeyValue (skipped as the SDK skips it)."""
+        if not attributes:
+            return []
+        out = []
+        cache = self.cache
+        keys = self.keys
+        cached_keys = _encoding.CACHED_KEYS
+        longest = _encoding.MAX_VALUE_LENGTH
+        for key, value in _items(attributes):
+            cls = value.__class__
+            entry = None
+            if key in cached_keys and (
+                cls is int or cls is bool or (cls is str and len(value) <= longest)
+            ):
+                entry = (tag, key, cls, value)
+                encoded = cache.get(entry)
+                if encoded is not None:
+                    out.append(encoded)
+                    continue
+            try:
+                any_value = _any_value(value) if key.__class__ is str else None
+                if any_value is None:
+                    kv = self.encode_key_value(key, value).SerializePartialToString()
+                else:
+                    key_field = keys.get(key)
+                    if key_field is None:
+                        if len(keys) >= _encoding.MAX_ENTRIES:
+                            keys.clear()
+                        key_field = keys[key] = _field(b"\x0a", key.encode())
+                    kv = key_field + _field(b"\x12", any_value)
+            except Exception as error:  # noqa: BLE001 - the SDK's behaviour: skip it
+                _encoding._sdk_log.exception("Failed to encode key %s: %s", key, error)
+                continue
+            encoded = _field(tag, kv)
+            if entry is not None:
+                if len(cache) >= _encoding.MAX_ENTRIES:
+                    cache.clear()
+                cache[entry] = encoded
+            out.append(encoded)
+        return out
+
+
+def _flags(context: Any) -> bytes:
+    flags = _HAS_IS_REMOTE | (_IS_REMOTE if context is not None and context.is_remote else 0)
+    return _pack_fixed32(flags)
+
+
+class SpanEncoder:
+    """``encode_spans(spans).SerializePartialToString()``, written directly."""
+
+    def __init__(self, sdk: Any) -> None:
+        #: the SDK's common encoder module (resource, scope, key-value functions)
+        self.sdk = sdk
+        self.attributes = _Attributes(sdk._encode_key_value)
+        self._resources: dict[int, tuple[Any, bytes]] = {}
+        self._scopes: dict[int, tuple[Any, bytes | None]] = {}
+
+    # -- one span ---------------------------------------------------------------
+    def span(self, span: Any) -> bytes:
+        context = span.get_span_context()
+        parts = [
+            b"\x0a\x10", context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08", context.span_id.to_bytes(8, "big"),
+        ]  # fmt: skip
+        trace_state = context.trace_state
+        if trace_state:
+            parts.append(
+                _field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode())
+            )
+        parent = span.parent
+        if parent:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        name = span.name
+        if name:
+            parts.append(_field(b"\x2a", name.encode()))
+        parts.append(b"\x30" + _varint(_KINDS[span.kind.value]))
+        start, end = span.start_time, span.end_time
+        if start:
+            parts.append(b"\x39" + _pack_fixed64(start))
+        if end:
+            parts.append(b"\x41" + _pack_fixed64(end))
+        parts.extend(
+            self.attributes.encode(b"\x4a", getattr(span, "_attributes", None) or span.attributes)
+        )
+        dropped = span.dropped_attributes
+        if dropped:
+            parts.append(b"\x50" + _varint(dropped))
+        for event in span.events:
+            parts.append(_field(b"\x5a", self._event(event)))
+        dropped = span.dropped_events
+        if dropped:
+            parts.append(b"\x60" + _varint(dropped))
+        for link in span.links:
+            parts.append(_field(b"\x6a", self._link(link)))
+        dropped = span.dropped_links
+        if dropped:
+            parts.append(b"\x70" + _varint(dropped))
+        status = span.status
+        if status is not None:
+            parts.append(_field(b"\x7a", self._status(status)))
+        parts.append(b"\x85\x01" + _flags(parent))
+        return b"".join(parts)
+
+    def _event(self, event: Any) -> bytes:
+        parts = []
+        timestamp = event.timestamp
+        if timestamp:
+            parts.append(b"\x09" + _pack_fixed64(timestamp))
+        if event.name:
+            parts.append(_field(b"\x12", event.name.encode()))
+        parts.extend(self.attributes.encode(b"\x1a", event.attributes))
+        dropped = event.dropped_attributes
+        if dropped:
+            parts.append(b"\x20" + _varint(dropped))
+        return b"".join(parts)
+
+    def _link(self, link: Any) -> bytes:
+        context = link.context
+        parts = [
+            b"\x0a\x10", context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08", context.span_id.to_bytes(8, "big"),
+        ]  # fmt: skip
+        parts.extend(self.attributes.encode(b"\x22", link.attributes))
+        dropped = link.dropped_attributes
+        if dropped:
+            parts.append(b"\x28" + _varint(dropped))
+        parts.append(b"\x35" + _flags(context))
+        return b"".join(parts)
+
+    @staticmethod
+    def _status(status: Any) -> bytes:
+        out = b""
+        if status.description:
+            out = _field(b"\x12", status.description.encode())
+        code = status.status_code.value
+        if code:
+            out += b"\x18" + _varint(code)
+        return out
+
+    # -- a batch ------------------------------------------------------------------
+    def _resource(self, resource: Any) -> bytes:
+        known = self._resources.get(id(resource))
+        if known is None or known[0] is not resource:
+            if len(self._resources) > 64:
+                self._resources.clear()
+            data = self.sdk._encode_resource(resource).SerializePartialToString()
+            known = self._resources[id(resource)] = (resource, data)
+        return known[1]
+
+    def _scope(self, scope: Any) -> bytes | None:
+        known = self._scopes.get(id(scope))
+        if known is None or known[0] is not scope:
+            if len(self._scopes) > 256:
+                self._scopes.clear()
+            message = self.sdk._encode_instrumentation_scope(scope)
+            data = None if message is None else message.SerializePartialToString()
+            known = self._scopes[id(scope)] = (scope, data)
+        return known[1]
+
+    def request(self, spans: Sequence[Any]) -> bytes:
+        """The ExportTraceServiceRequest: spans grouped by resource, then scope, as the
+        SDK groups them (equal objects together, in the order first seen)."""
+        resources: dict[int, Any] = {}  # id -> the first equal resource seen
+        scopes: dict[int, Any] = {}
+        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        for span in spans:
+            resource = span.resource
+            res = resources.get(id(resource))
+            if res is None:
+                res = resources[id(resource)] = _first_equal(resources.values(), resource)
+            scope = span.instrumentation_scope or None
+            sc = scopes.get(id(scope))
+            if sc is None and id(scope) not in scopes:
+                sc = scopes[id(scope)] = _first_equal(scopes.values(), scope)
+            group = groups.get(id(res))
+            if group is None:
+                group = groups[id(res)] = (res, {})
+            by_scope = group[1].get(id(sc))
+            if by_scope is None:
+                by_scope = group[1][id(sc)] = (sc, [])
+            by_scope[1].append(self.span(span))
+        out = []
+        for resource, by_scope_id in groups.values():
+            body = [_field(b"\x0a", self._resource(resource))]
+            for scope, encoded in by_scope_id.values():
+                scope_parts = []
+                scope_data = self._scope(scope)
+                if scope_data is not None:
+                    scope_parts.append(_field(b"\x0a", scope_data))
+                scope_parts.extend(_field(b"\x12", s) for s in encoded)
+                schema = scope.schema_url if scope else None
+                if schema:
+                    scope_parts.append(_field(b"\x1a", schema.encode()))
+                body.append(_field(b"\x12", b"".join(scope_parts)))
+            if resource.schema_url:
+                body.append(_field(b"\x1a", resource.schema_url.encode()))
+            out.append(_field(b"\x0a", b"".join(body)))
+        return b"".join(out)
+
+
+def _first_equal(seen: Any, obj: Any) -> Any:
+    """The object of ``seen`` equal to ``obj`` (the SDK groups by equality), or ``obj``:
+    compared once per distinct object of a batch, not once per span."""
+    for known in seen:
+        if known is obj or known == obj:
+            return known
+    return obj
+
+
+class EncodedRequest:
+    """What the exporter gets instead of the SDK's request message: the bytes, and the
+    SDK's message, built on demand, for anything else asked of it."""
+
+    __slots__ = ("_data", "_message", "_sdk_encode", "_spans")
+
+    def __init__(self, data: bytes, spans: Sequence[Any], sdk_encode: Callable[..., Any]) -> None:
+        self._data = data
+        self._spans = spans
+        self._sdk_encode = sdk_encode
+        self._message: Any = None
+
+    def SerializePartialToString(self, **kwargs: Any) -> bytes:  # protobuf's name
+        if kwargs:
+            return self._sdk().SerializePartialToString(**kwargs)  # type: ignore[no-any-return]
+        return self._data
+
+    def SerializeToString(self, **kwargs: Any) -> bytes:  # protobuf's name
+        if kwargs:
+            return self._sdk().SerializeToString(**kwargs)  # type: ignore[no-any-return]
+        return self._data
+
+    def ByteSize(self) -> int:  # protobuf's name
+        return len(self._data)
+
+    def _sdk(self) -> Any:
+        if self._message is None:
+            self._message = self._sdk_encode(self._spans)
+        return self._message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sdk(), name)
