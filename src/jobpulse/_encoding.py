@@ -110,7 +110,7 @@ def _dispatcher(original: Callable[..., Any], encode: Callable[[str, Any], Any])
 def _span_requests(original: Callable[..., Any], common: Any) -> Callable[..., Any]:
     """The exporter's ``encode_spans``: the request written by :mod:`._wire`, or the
     SDK's (the same bytes) for a batch the writer fails on."""
-    from ._wire import EncodedRequest, SpanEncoder
+    from ._wire import Delegate, EncodedRequest, SpanEncoder
 
     encoder = SpanEncoder(common)
 
@@ -119,9 +119,12 @@ def _span_requests(original: Callable[..., Any], common: Any) -> Callable[..., A
             return original(spans, *args, **kwargs)
         try:
             data = encoder.request(spans)
-        except Exception as exc:  # noqa: BLE001 - counted; the SDK's encoder takes over
-            _guard.report("export.wire", exc)
+        except Delegate:
             return original(spans)
+        except Exception as exc:  # noqa: BLE001 - the SDK's encoder takes over
+            request = original(spans)  # raises as before if the SDK cannot encode it either
+            _guard.report("export.wire", exc)  # it could: a fault of the writer's
+            return request
         return EncodedRequest(data, spans, original)
 
     return encode_spans

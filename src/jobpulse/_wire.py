@@ -23,7 +23,7 @@ attribute cache, in the OTLP/HTTP trace exporter of the process, and removed by
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _encoding
@@ -77,6 +77,30 @@ def _any_value(value: Any) -> bytes | None:
     return None
 
 
+class Delegate(Exception):
+    """A batch the SDK's own encoder must write: it has a value nested deeper than
+    :data:`MAX_NESTING` (protobuf's recursion limit, counted from the request, decides
+    there whether the batch can be sent at all)."""
+
+
+#: sequences and mappings nested deeper than this send the batch to the SDK's encoder
+MAX_NESTING = 8
+_PLAIN = frozenset({str, bool, int, float, bytes})
+
+
+def _nesting(value: Any, limit: int = MAX_NESTING + 1) -> int:
+    """How deep sequences and mappings go in ``value`` (counting stops past ``limit``)."""
+    if value.__class__ in _PLAIN or limit <= 0:
+        return 0
+    if isinstance(value, Mapping):
+        children: Any = value.values()
+    elif isinstance(value, Sequence):
+        children = value
+    else:
+        return 0
+    return 1 + max((_nesting(v, limit - 1) for v in children), default=0)
+
+
 def _items(attributes: Any) -> Any:
     """The attributes' items: a BoundedAttributes' own dict (the same order), not its
     generic mapping view, which looks every value up again."""
@@ -113,6 +137,8 @@ class _Attributes:
                 if encoded is not None:
                     out.append(encoded)
                     continue
+            if cls not in _PLAIN and _nesting(value) > MAX_NESTING:
+                raise Delegate(key)
             try:
                 any_value = _any_value(value) if key.__class__ is str else None
                 if any_value is None:
@@ -141,8 +167,8 @@ def _flags(context: Any) -> bytes:
     return _pack_fixed32(flags)
 
 
-class SpanEncoder:
-    """``encode_spans(spans).SerializePartialToString()``, written directly."""
+class _Writer:
+    """A request of items grouped by resource, then instrumentation scope."""
 
     def __init__(self, sdk: Any) -> None:
         #: the SDK's common encoder module (resource, scope, key-value functions)
@@ -151,7 +177,69 @@ class SpanEncoder:
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes | None]] = {}
 
-    # -- one span ---------------------------------------------------------------
+    def item(self, item: Any) -> bytes:
+        raise NotImplementedError
+
+    # -- a batch ------------------------------------------------------------------
+    def _resource(self, resource: Any) -> bytes:
+        known = self._resources.get(id(resource))
+        if known is None or known[0] is not resource:
+            if len(self._resources) > 64:
+                self._resources.clear()
+            data = self.sdk._encode_resource(resource).SerializePartialToString()
+            known = self._resources[id(resource)] = (resource, data)
+        return known[1]
+
+    def _scope(self, scope: Any) -> bytes | None:
+        known = self._scopes.get(id(scope))
+        if known is None or known[0] is not scope:
+            if len(self._scopes) > 256:
+                self._scopes.clear()
+            message = self.sdk._encode_instrumentation_scope(scope)
+            data = None if message is None else message.SerializePartialToString()
+            known = self._scopes[id(scope)] = (scope, data)
+        return known[1]
+
+    def request(self, items: Sequence[Any]) -> bytes:
+        """The export request: items grouped by resource, then scope, as the SDK groups
+        them (equal objects together, in the order first seen)."""
+        # The SDK's grouping: dicts keyed by the objects (hash and equality), the first
+        # key kept; looked up once per distinct (resource, scope) pair, not per item.
+        groups: dict[Any, dict[Any, list[bytes]]] = {}
+        lists: dict[tuple[int, int], list[bytes]] = {}
+        for item in items:
+            resource = item.resource
+            scope = item.instrumentation_scope or None
+            pair = (id(resource), id(scope))
+            encoded = lists.get(pair)
+            if encoded is None:
+                encoded = lists[pair] = groups.setdefault(resource, {}).setdefault(scope, [])
+            encoded.append(self.item(item))
+        out = []
+        for resource, by_scope in groups.items():
+            body = [_field(b"\x0a", self._resource(resource))]
+            for scope, encoded in by_scope.items():
+                scope_parts = []
+                scope_data = self._scope(scope)
+                if scope_data is not None:
+                    scope_parts.append(_field(b"\x0a", scope_data))
+                scope_parts.extend(_field(b"\x12", s) for s in encoded)
+                schema = scope.schema_url if scope else None
+                if schema:
+                    scope_parts.append(_field(b"\x1a", schema.encode()))
+                body.append(_field(b"\x12", b"".join(scope_parts)))
+            if resource.schema_url:
+                body.append(_field(b"\x1a", resource.schema_url.encode()))
+            out.append(_field(b"\x0a", b"".join(body)))
+        return b"".join(out)
+
+
+class SpanEncoder(_Writer):
+    """``encode_spans(spans).SerializePartialToString()``, written directly."""
+
+    def item(self, item: Any) -> bytes:
+        return self.span(item)
+
     def span(self, span: Any) -> bytes:
         context = span.get_span_context()
         parts = [
@@ -233,79 +321,11 @@ class SpanEncoder:
             out += b"\x18" + _varint(code)
         return out
 
-    # -- a batch ------------------------------------------------------------------
-    def _resource(self, resource: Any) -> bytes:
-        known = self._resources.get(id(resource))
-        if known is None or known[0] is not resource:
-            if len(self._resources) > 64:
-                self._resources.clear()
-            data = self.sdk._encode_resource(resource).SerializePartialToString()
-            known = self._resources[id(resource)] = (resource, data)
-        return known[1]
-
-    def _scope(self, scope: Any) -> bytes | None:
-        known = self._scopes.get(id(scope))
-        if known is None or known[0] is not scope:
-            if len(self._scopes) > 256:
-                self._scopes.clear()
-            message = self.sdk._encode_instrumentation_scope(scope)
-            data = None if message is None else message.SerializePartialToString()
-            known = self._scopes[id(scope)] = (scope, data)
-        return known[1]
-
-    def request(self, spans: Sequence[Any]) -> bytes:
-        """The ExportTraceServiceRequest: spans grouped by resource, then scope, as the
-        SDK groups them (equal objects together, in the order first seen)."""
-        resources: dict[int, Any] = {}  # id -> the first equal resource seen
-        scopes: dict[int, Any] = {}
-        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        for span in spans:
-            resource = span.resource
-            res = resources.get(id(resource))
-            if res is None:
-                res = resources[id(resource)] = _first_equal(resources.values(), resource)
-            scope = span.instrumentation_scope or None
-            sc = scopes.get(id(scope))
-            if sc is None and id(scope) not in scopes:
-                sc = scopes[id(scope)] = _first_equal(scopes.values(), scope)
-            group = groups.get(id(res))
-            if group is None:
-                group = groups[id(res)] = (res, {})
-            by_scope = group[1].get(id(sc))
-            if by_scope is None:
-                by_scope = group[1][id(sc)] = (sc, [])
-            by_scope[1].append(self.span(span))
-        out = []
-        for resource, by_scope_id in groups.values():
-            body = [_field(b"\x0a", self._resource(resource))]
-            for scope, encoded in by_scope_id.values():
-                scope_parts = []
-                scope_data = self._scope(scope)
-                if scope_data is not None:
-                    scope_parts.append(_field(b"\x0a", scope_data))
-                scope_parts.extend(_field(b"\x12", s) for s in encoded)
-                schema = scope.schema_url if scope else None
-                if schema:
-                    scope_parts.append(_field(b"\x1a", schema.encode()))
-                body.append(_field(b"\x12", b"".join(scope_parts)))
-            if resource.schema_url:
-                body.append(_field(b"\x1a", resource.schema_url.encode()))
-            out.append(_field(b"\x0a", b"".join(body)))
-        return b"".join(out)
-
-
-def _first_equal(seen: Any, obj: Any) -> Any:
-    """The object of ``seen`` equal to ``obj`` (the SDK groups by equality), or ``obj``:
-    compared once per distinct object of a batch, not once per span."""
-    for known in seen:
-        if known is obj or known == obj:
-            return known
-    return obj
-
 
 class EncodedRequest:
-    """What the exporter gets instead of the SDK's request message: the bytes, and the
-    SDK's message, built on demand, for anything else asked of it."""
+    """What the exporter gets instead of the SDK's request message: the bytes (all the
+    exporter asks for), and the SDK's message, built on demand, for anything else
+    asked of it (from then on the message, which a caller may change, is the truth)."""
 
     __slots__ = ("_data", "_message", "_sdk_encode", "_spans")
 
@@ -316,16 +336,18 @@ class EncodedRequest:
         self._message: Any = None
 
     def SerializePartialToString(self, **kwargs: Any) -> bytes:  # protobuf's name
-        if kwargs:
+        if kwargs or self._message is not None:  # asked for more, or changed through it
             return self._sdk().SerializePartialToString(**kwargs)  # type: ignore[no-any-return]
         return self._data
 
     def SerializeToString(self, **kwargs: Any) -> bytes:  # protobuf's name
-        if kwargs:
+        if kwargs or self._message is not None:
             return self._sdk().SerializeToString(**kwargs)  # type: ignore[no-any-return]
         return self._data
 
     def ByteSize(self) -> int:  # protobuf's name
+        if self._message is not None:
+            return self._sdk().ByteSize()  # type: ignore[no-any-return]
         return len(self._data)
 
     def _sdk(self) -> Any:

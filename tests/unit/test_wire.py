@@ -203,3 +203,61 @@ def test_one_cached_attribute_in_a_span_an_event_and_a_link_is_three_fields() ->
     batch = spans.all()
     assert writer.request(batch) == _sdk_bytes(batch)
     assert writer.request(batch[1:]) == _sdk_bytes(batch[1:])
+
+
+def _one(
+    resource: Resource, name: str = "t", scope: dict[str, Any] | None = None, **attributes: Any
+) -> Any:
+    tracer = TracerProvider(resource=resource).get_tracer(name, **(scope or {}))
+    span = tracer.start_span("s", attributes=attributes, start_time=1)
+    span.end(end_time=2)
+    return span
+
+
+def _outcome(encode: Any, spans: Any) -> Any:
+    try:
+        return encode(spans)
+    except Exception as exc:  # what the exporter would see
+        return type(exc)
+
+
+def test_resources_and_scopes_are_grouped_as_the_sdks_dicts_group_them() -> None:
+    # equal (==) resources that hash differently stay apart, as in the SDK's dict
+    apart = [_one(Resource({"n": 1})), _one(Resource({"n": True})), _one(Resource({"n": 1.0}))]
+    # equal scopes (attributes in another order) are looked up per resource
+    r1, r2 = Resource({"r": 1}), Resource({"r": 2})
+    scopes = [
+        _one(r1, "lib", {"attributes": {"a": 1, "b": 2}}),
+        _one(r2, "lib", {"attributes": {"b": 2, "a": 1}}),
+        _one(r1, "lib", {"attributes": {"b": 2, "a": 1}}),
+    ]
+    writer = _writer()
+    for batch in (apart, scopes, apart + scopes, scopes + apart):
+        assert writer.request(batch) == _sdk_bytes(batch)
+
+
+@pytest.mark.parametrize("depth", [2, 9, 33, 49, 80])
+def test_deeply_nested_values_get_what_the_sdk_does_with_them(depth: int) -> None:
+    nested: Any = 1
+    for i in range(depth):
+        nested = {"k": nested} if i % 2 else [nested]
+    spans = [_one(Resource({}), x=nested, y="kept")]
+    encode = trace_exporter.encode_spans
+    _encoding.install()
+    try:
+        ours = _outcome(lambda s: trace_exporter.encode_spans(s).SerializePartialToString(), spans)
+    finally:
+        _encoding.uninstall()
+    assert trace_exporter.encode_spans is encode
+    assert ours == _outcome(_sdk_bytes, spans)
+
+
+def test_a_batch_the_sdk_cannot_encode_either_fails_as_before_and_counts_nothing(
+    installed: None,
+) -> None:
+    spans = [_one(Resource({}))]
+    spans[0]._name = "lone \ud800 surrogate"
+    before = dict(_guard.counts())
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK raises
+        trace_exporter.encode_spans(spans)
+    assert _guard.counts() == before
