@@ -52,8 +52,11 @@ ENCODER_MODULES = (
     "opentelemetry.exporter.otlp.proto.common._internal.trace_encoder",
     "opentelemetry.exporter.otlp.proto.common._internal._log_encoder",
 )
-#: the OTLP/HTTP span exporter, whose ``encode_spans`` :mod:`._wire` replaces
-TRACE_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+#: the OTLP/HTTP exporters whose request encoder :mod:`._wire` replaces: (module, name)
+EXPORTERS = (
+    ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "encode_spans"),
+    ("opentelemetry.exporter.otlp.proto.http._log_exporter", "encode_logs"),
+)
 
 _cache: dict[tuple[str, type, Any], Any] = {}
 #: (module, name, the SDK's function, ours)
@@ -107,33 +110,34 @@ def _dispatcher(original: Callable[..., Any], encode: Callable[[str, Any], Any])
     return encode_attributes
 
 
-def _span_requests(original: Callable[..., Any], common: Any) -> Callable[..., Any]:
-    """The exporter's ``encode_spans``: the request written by :mod:`._wire`, or the
-    SDK's (the same bytes) for a batch the writer fails on."""
-    from ._wire import Delegate, EncodedRequest, SpanEncoder
+def _requests(name: str, original: Callable[..., Any], common: Any) -> Callable[..., Any]:
+    """An exporter's ``encode_spans``/``encode_logs``: the request written by
+    :mod:`._wire`, or the SDK's (the same bytes) for a batch the writer hands over."""
+    from ._wire import Delegate, EncodedRequest, LogEncoder, SpanEncoder
 
-    encoder = SpanEncoder(common)
+    writer = (SpanEncoder if name == "encode_spans" else LogEncoder)(common)
 
-    def encode_spans(spans: Any, *args: Any, **kwargs: Any) -> Any:
+    def encode(batch: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
-            return original(spans, *args, **kwargs)
+            return original(batch, *args, **kwargs)
         try:
-            data = encoder.request(spans)
+            data = writer.request(batch)
         except Delegate:
-            return original(spans)
+            return original(batch)
         except Exception as exc:  # noqa: BLE001 - the SDK's encoder takes over
-            request = original(spans)  # raises as before if the SDK cannot encode it either
+            request = original(batch)  # raises as before if the SDK cannot encode it either
             _guard.report("export.wire", exc)  # it could: a fault of the writer's
             return request
-        return EncodedRequest(data, spans, original)
+        return EncodedRequest(data, batch, original)
 
-    return encode_spans
+    encode.__name__ = name
+    return encode
 
 
 def install() -> None:
     """Swap in the memoizing attribute encoder where the SDK's OTLP encoders are loaded,
-    and the span writer in the OTLP/HTTP span exporter (idempotent). Never imports
-    them: a process without OTLP export carries none of it."""
+    and the request writers in the OTLP/HTTP span and log exporters (idempotent).
+    Never imports them: a process without OTLP export carries none of it."""
     with _lock:
         done = {(module, name) for module, name, _, _ in _installed}
         common = sys.modules.get("opentelemetry.exporter.otlp.proto.common._internal")
@@ -148,12 +152,14 @@ def install() -> None:
             replacement = _dispatcher(original, _encode_key_value)
             module._encode_attributes = replacement  # type: ignore[attr-defined]
             _installed.append((module, "_encode_attributes", original, replacement))
-        exporter = sys.modules.get(TRACE_EXPORTER)
-        original = getattr(exporter, "encode_spans", None)
-        if exporter is not None and (exporter, "encode_spans") not in done and callable(original):
-            replacement = _span_requests(original, common)
-            exporter.encode_spans = replacement  # type: ignore[attr-defined]
-            _installed.append((exporter, "encode_spans", original, replacement))
+        for module_name, name in EXPORTERS:
+            exporter = sys.modules.get(module_name)
+            original = getattr(exporter, name, None)
+            if exporter is None or (exporter, name) in done or not callable(original):
+                continue
+            replacement = _requests(name, original, common)
+            setattr(exporter, name, replacement)
+            _installed.append((exporter, name, original, replacement))
 
 
 def uninstall() -> None:

@@ -322,6 +322,52 @@ class SpanEncoder(_Writer):
         return out
 
 
+class LogEncoder(_Writer):
+    """``encode_logs(batch).SerializeToString()``, written directly."""
+
+    def item(self, item: Any) -> bytes:
+        record = item.log_record
+        parts = []
+        timestamp = record.timestamp
+        if timestamp:
+            parts.append(b"\x09" + _pack_fixed64(timestamp))
+        severity = getattr(record.severity_number, "value", None)
+        if severity:
+            parts.append(b"\x10" + _varint(severity))
+        text = record.severity_text
+        if text:
+            parts.append(_field(b"\x1a", text.encode()))
+        body = record.body
+        if body is None:
+            parts.append(b"\x2a\x00")
+        else:
+            value = _any_value(body)
+            if value is None:
+                if _nesting(body) > MAX_NESTING:
+                    raise Delegate("body")
+                value = self.sdk._encode_value(body).SerializePartialToString()
+            parts.append(_field(b"\x2a", value))
+        parts.extend(self.attributes.encode(b"\x32", record.attributes))
+        dropped = item.dropped_attributes
+        if dropped:
+            parts.append(b"\x38" + _varint(dropped))
+        flags = int(record.trace_flags)
+        if flags:
+            parts.append(b"\x45" + _pack_fixed32(flags))
+        trace_id, span_id = record.trace_id, record.span_id
+        if trace_id != 0:  # the SDK's test: None is an error there, and here
+            parts.append(b"\x4a\x10" + trace_id.to_bytes(16, "big"))
+        if span_id != 0:
+            parts.append(b"\x52\x08" + span_id.to_bytes(8, "big"))
+        observed = record.observed_timestamp
+        if observed:
+            parts.append(b"\x59" + _pack_fixed64(observed))
+        event_name = record.event_name
+        if event_name:
+            parts.append(_field(b"\x62", event_name.encode()))
+        return b"".join(parts)
+
+
 class EncodedRequest:
     """What the exporter gets instead of the SDK's request message: the bytes (all the
     exporter asks for), and the SDK's message, built on demand, for anything else

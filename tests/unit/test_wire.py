@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common._internal import trace_encoder
-from opentelemetry.exporter.otlp.proto.http import trace_exporter
+from opentelemetry.exporter.otlp.proto.http import _log_exporter, trace_exporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -261,3 +261,76 @@ def test_a_batch_the_sdk_cannot_encode_either_fails_as_before_and_counts_nothing
     with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK raises
         trace_exporter.encode_spans(spans)
     assert _guard.counts() == before
+
+
+# -- log records ---------------------------------------------------------------------
+def _sdk_log_bytes(batch: Any) -> bytes:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    return encode_logs(batch).SerializeToString()  # type: ignore[no-any-return]
+
+
+def _every_log() -> list[Any]:
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    try:  # its name since SDK 1.39
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Exporter
+    except ImportError:  # pragma: no cover
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Exporter
+
+    exporter = Exporter()
+    loggers = []
+    for resource, limits in (
+        (Resource({"service.name": "svc"}), None),
+        (Resource({"service.name": "other"}, "https://opentelemetry.io/schemas/1.21.0"),
+         LogRecordLimits(max_attributes=2)),
+    ):  # fmt: skip
+        provider = LoggerProvider(resource=resource, log_record_limits=limits)
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+        loggers.append(provider.get_logger("jobpulse", "1.0"))
+        loggers.append(provider.get_logger("lib", schema_url="https://example.com/s"))
+    tracer = TracerProvider().get_tracer("t")
+    bodies: list[Any] = [
+        "run started", "", "ünï ✓", None, 0, -5, 2**62, 1.5, True, b"\x01", ["a", 1],
+        {"k": "v", "n": [1, 2]}, ("x",),
+    ]  # fmt: skip
+    for i, body in enumerate(bodies):
+        logger = loggers[i % len(loggers)]
+        span = tracer.start_span("s") if i % 3 == 0 else None
+        context = trace.set_span_in_context(span) if span is not None else None
+        logger.emit(
+            timestamp=1_700_000_000_000_000_000 + i if i % 4 else None,
+            observed_timestamp=1_700_000_000_000_000_500 + i,
+            context=context,
+            severity_number=list(SeverityNumber)[i % len(SeverityNumber)],
+            severity_text=("INFO", "", None)[i % 3],
+            body=body,
+            attributes={
+                "jobpulse.job.name": "emails.send", "jobpulse.run.id": f"r{i}",
+                "jobpulse.attempt": 1 + i % 2, "jobpulse.elapsed": 0.25 * i,
+                "jobpulse.outcome": "success", f"k{i}": VALUES[i % len(VALUES)],
+            },
+            event_name="jobpulse.run" if i % 5 == 0 else None,
+        )  # fmt: skip
+    return [data for data in exporter.get_finished_logs()]
+
+
+def test_every_shape_of_log_record_writes_the_sdks_bytes() -> None:
+    from opentelemetry.exporter.otlp.proto.common import _internal
+
+    batch = _every_log()
+    assert any(r.dropped_attributes for r in batch)
+    writer = _wire.LogEncoder(_internal)
+    assert writer.request(batch) == _sdk_log_bytes(batch)
+    assert writer.request(batch) == _sdk_log_bytes(batch)  # warm
+    for record in batch:
+        assert writer.request([record]) == _sdk_log_bytes([record])
+
+
+def test_the_log_exporter_sends_the_written_bytes(installed: None) -> None:
+    batch = _every_log()
+    request = _log_exporter.encode_logs(batch)
+    assert isinstance(request, _wire.EncodedRequest)
+    assert request.SerializeToString() == _sdk_log_bytes(batch)
