@@ -11,13 +11,15 @@ attempt), so while jobpulse is instrumented the encoder keeps the encoded
 copy it, which costs a quarter as much.
 
 Only jobpulse's own low-cardinality keys are cached (an allow-list, short
-values): a user's attributes (URLs, statements, recorded arguments) are never
-kept in memory past their export. Only the SDK's attribute function is
-swapped, in its trace and log encoders, for every OTLP exporter of the process
-(jobpulse's runs usually go through the user's own exporter); the bytes on the
-wire are the same (``tests/unit/test_encoding.py`` compares them with the
-SDK's encoding), and a call the cache does not understand goes to the SDK's
-function. ``uninstrument()`` puts the SDK's function back.
+values): a user's attribute values (URLs, statements, recorded arguments) are
+never kept in memory past their export. The SDK's attribute function is
+swapped in its trace and log encoders, and the OTLP/HTTP span and log
+exporters' request encoders are replaced by :mod:`._wire`'s writers (which
+keep the same cache as ready bytes), for every OTLP exporter of the process
+(jobpulse's runs usually go through the user's own exporter). The bytes on the
+wire are the same (``tests/unit/test_encoding.py`` and ``test_wire.py``
+compare them with the SDK's encoding); a call of another shape goes to the
+SDK's function. ``uninstrument()`` puts the SDK's functions back.
 """
 
 from __future__ import annotations
