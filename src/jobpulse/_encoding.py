@@ -122,15 +122,17 @@ def _requests(name: str, original: Callable[..., Any], common: Any) -> Callable[
     def encode(batch: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
             return original(batch, *args, **kwargs)
+        failure = None
         try:
-            data = writer.request(batch)
+            return EncodedRequest(writer.request(batch), batch, original)
         except Delegate:
-            return original(batch)
+            pass
         except Exception as exc:  # noqa: BLE001 - the SDK's encoder takes over
-            request = original(batch)  # raises as before if the SDK cannot encode it either
-            _guard.report("export.wire", exc)  # it could: a fault of the writer's
-            return request
-        return EncodedRequest(data, batch, original)
+            failure = exc
+        request = original(batch)  # raises as before if the SDK cannot encode it either
+        if failure is not None:
+            _guard.report("export.wire", failure)  # it could: a fault of the writer's
+        return request
 
     encode.__name__ = name
     return encode

@@ -29,6 +29,7 @@ from typing import Any
 from . import _encoding
 
 _INT64 = 1 << 63
+_INT32 = 1 << 31
 _MASK64 = (1 << 64) - 1
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -78,9 +79,10 @@ def _any_value(value: Any) -> bytes | None:
 
 
 class Delegate(Exception):
-    """A batch the SDK's own encoder must write: it has a value nested deeper than
+    """A batch the SDK's own encoder must write, so that what is sent, refused or
+    logged is exactly what the SDK does: a value nested deeper than
     :data:`MAX_NESTING` (protobuf's recursion limit, counted from the request, decides
-    there whether the batch can be sent at all)."""
+    there), an attribute the SDK skips with an error log, a severity out of range."""
 
 
 #: sequences and mappings nested deeper than this send the batch to the SDK's encoder
@@ -90,7 +92,7 @@ _PLAIN = frozenset({str, bool, int, float, bytes})
 
 def _nesting(value: Any, limit: int = MAX_NESTING + 1) -> int:
     """How deep sequences and mappings go in ``value`` (counting stops past ``limit``)."""
-    if value.__class__ in _PLAIN or limit <= 0:
+    if value.__class__ in _PLAIN or limit <= 0 or isinstance(value, (str, bytes)):
         return 0
     if isinstance(value, Mapping):
         children: Any = value.values()
@@ -150,9 +152,8 @@ class _Attributes:
                             keys.clear()
                         key_field = keys[key] = _field(b"\x0a", key.encode())
                     kv = key_field + _field(b"\x12", any_value)
-            except Exception as error:  # noqa: BLE001 - the SDK's behaviour: skip it
-                _encoding._sdk_log.exception("Failed to encode key %s: %s", key, error)
-                continue
+            except Exception:  # noqa: BLE001 - the SDK skips it, and logs it: its encoder's job
+                raise Delegate(key) from None
             encoded = _field(tag, kv)
             if entry is not None:
                 if len(cache) >= _encoding.MAX_ENTRIES:
@@ -332,8 +333,11 @@ class LogEncoder(_Writer):
         if timestamp:
             parts.append(b"\x09" + _pack_fixed64(timestamp))
         severity = getattr(record.severity_number, "value", None)
-        if severity:
-            parts.append(b"\x10" + _varint(severity))
+        if severity is not None:
+            if severity.__class__ is not int or not 0 <= severity < _INT32:
+                raise Delegate("severity_number")  # the SDK's to encode (or refuse)
+            if severity:
+                parts.append(b"\x10" + _varint(severity))
         text = record.severity_text
         if text:
             parts.append(_field(b"\x1a", text.encode()))

@@ -184,11 +184,22 @@ def test_a_batch_the_writer_fails_on_goes_to_the_sdks_encoder(
     assert _guard.counts().get("export.wire", 0) == before + 1
 
 
-def test_an_attribute_the_sdk_cannot_encode_is_skipped_as_the_sdk_skips_it() -> None:
+def test_an_attribute_the_sdk_cannot_encode_is_skipped_and_logged_once_as_by_the_sdk(
+    installed: None, caplog: pytest.LogCaptureFixture
+) -> None:
     spans = _every_shape()[:1]
     span = spans[0]
     span._attributes = {"ok": 1, "bad": object(), "big": 2**70}  # past the API's cleaning
-    assert _writer().request(spans) == _sdk_bytes(spans)
+    with caplog.at_level("ERROR"):
+        sent = trace_exporter.encode_spans(spans).SerializePartialToString()
+    ours = [r.getMessage() for r in caplog.records if "Failed to encode key" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        expected = _sdk_bytes(spans)
+    theirs = [r.getMessage() for r in caplog.records if "Failed to encode key" in r.getMessage()]
+    assert sent == expected
+    assert ours == theirs
+    assert len(theirs) == 2
 
 
 def test_one_cached_attribute_in_a_span_an_event_and_a_link_is_three_fields() -> None:
@@ -334,3 +345,17 @@ def test_the_log_exporter_sends_the_written_bytes(installed: None) -> None:
     request = _log_exporter.encode_logs(batch)
     assert isinstance(request, _wire.EncodedRequest)
     assert request.SerializeToString() == _sdk_log_bytes(batch)
+
+
+@pytest.mark.parametrize("severity", [-1, 2**31, True, 7.0])
+def test_a_severity_the_sdk_would_refuse_or_widen_is_the_sdks_to_encode(
+    installed: None, severity: Any
+) -> None:
+    batch = _every_log()[:1]
+
+    class Odd:
+        value = severity
+
+    batch[0].log_record.severity_number = Odd()
+    ours = _outcome(lambda b: _log_exporter.encode_logs(b).SerializeToString(), batch)
+    assert ours == _outcome(_sdk_log_bytes, batch)
