@@ -82,12 +82,76 @@ def sdk_only() -> None:
     set_logger_provider(lp)
 
 
+def contract_floor(base: type) -> type:
+    """``base`` emitting, for each run, the telemetry the contract asks for, written
+    straight against the SDK (no jobpulse, no adapter logic): a CONSUMER span with the
+    21 attributes jobpulse's RQ run span carries, the ``run started`` and ``run
+    finished`` records, the duration and queue-wait histograms and the run count. What
+    any implementation of the contract on the OpenTelemetry SDK pays per run, at least.
+    """
+    import uuid
+
+    from opentelemetry import context, metrics, trace
+    from opentelemetry._logs import SeverityNumber, get_logger_provider
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("floor")
+    logger = get_logger_provider().get_logger("floor")
+    meter = metrics.get_meter("floor")
+    duration = meter.create_histogram("jobpulse.job.duration", unit="s")
+    queue_wait = meter.create_histogram("jobpulse.job.queue.wait", unit="s")
+    runs = meter.create_counter("jobpulse.job.runs")
+
+    def line(body: str, attrs: dict[str, Any]) -> None:
+        now = time.time_ns()
+        logger.emit(
+            timestamp=now, observed_timestamp=now, context=context.get_current(),
+            severity_number=SeverityNumber.INFO, severity_text="INFO", body=body,
+            attributes=attrs,
+        )  # fmt: skip
+
+    class Floor(base):  # type: ignore[misc, valid-type]
+        def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            wait = max(0.0, time.time() - job.enqueued_at.timestamp()) if job.enqueued_at else 0
+            name, run_id = job.func_name, uuid.uuid4().hex
+            ids = {"jobpulse.job.name": name, "jobpulse.run.id": run_id, "jobpulse.job.id": job.id,
+                   "jobpulse.attempt": 1, "jobpulse.queue.name": queue.name,
+                   "messaging.client.id": self.name}  # fmt: skip
+            span = tracer.start_span(name, kind=SpanKind.CONSUMER, attributes={
+                **ids, "jobpulse.system": "rq", "jobpulse.budget.max_runtime": 180.0,
+                "jobpulse.queue.wait": wait, "code.function.name": name,
+                "messaging.system": "rq", "messaging.operation.name": "process",
+                "messaging.operation.type": "process", "messaging.destination.name": queue.name,
+                "server.address": "127.0.0.1", "server.port": 6379,
+                "messaging.message.id": job.id,
+            })  # fmt: skip
+            token = context.attach(trace.set_span_in_context(span))
+            line("run started", {**ids, "jobpulse.elapsed": 0.0})
+            try:
+                return super().perform_job(job, queue, *args, **kwargs)
+            finally:
+                seconds = time.monotonic() - started
+                end = {"jobpulse.outcome": "success", "jobpulse.action": "none"}
+                span.set_attributes({**end, "jobpulse.heartbeat.count": 0})
+                series = {"jobpulse.job.name": name, "jobpulse.system": "rq",
+                          "jobpulse.queue.name": queue.name}  # fmt: skip
+                duration.record(seconds, {**series, "jobpulse.outcome": "success"})
+                queue_wait.record(wait, series)
+                runs.add(1, {**series, **end})
+                line("run finished", {**ids, "jobpulse.elapsed": seconds, **end})
+                context.detach(token)
+                span.end()
+
+    return Floor
+
+
 def measure(kind: str, mode: str, jobs: int) -> None:
     if mode == "jobpulse":
         import jobpulse
 
         jobpulse.instrument()
-    elif mode == "sdk":
+    elif mode in ("sdk", "floor"):
         sdk_only()
     from redis import Redis
     from rq import Queue, SimpleWorker, Worker
@@ -99,7 +163,9 @@ def measure(kind: str, mode: str, jobs: int) -> None:
         batch = [Queue.prepare_data(NOOP, result_ttl=60) for _ in range(min(500, jobs - start))]
         queue.enqueue_many(batch)
     enqueue_seconds = time.perf_counter() - enqueue_started
-    base = SimpleWorker if kind == "simple" else Worker
+    base: type = SimpleWorker if kind == "simple" else Worker
+    if mode == "floor":
+        base = contract_floor(base)
     drained: list[float] = []
 
     class Timed(base):  # type: ignore[misc, valid-type]
@@ -156,6 +222,11 @@ def main() -> None:
         "--sdk", action="store_true",
         help="also measure the bare OTel SDK set up without jobpulse (the floor)",
     )  # fmt: skip
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also measure (SimpleWorker) the contract's per-run telemetry written straight "
+        "against the SDK: what any implementation of the contract pays at least",
+    )  # fmt: skip
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,9 +244,13 @@ def main() -> None:
         endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
         kinds = [k for k in ("simple", "fork") if args.only in (None, k)]
         rows = []
+        floors: dict[str, float] = {}
         for kind in kinds:
             jobs = args.jobs if kind == "simple" else args.fork_jobs
-            modes = ("bare", "sdk", "jobpulse") if args.sdk else ("bare", "jobpulse")
+            # the floor is SimpleWorker's: a horse would need a flush of its own per job
+            floor = args.floor and kind == "simple"
+            modes = ("bare", *(("sdk",) if args.sdk else ()), *(("floor",) if floor else ()),
+                     "jobpulse")  # fmt: skip
             rates: dict[str, list[float]] = {m: [] for m in modes}
             enqueue: dict[str, list[float]] = {m: [] for m in modes}
             for round_ in range(args.rounds):
@@ -191,6 +266,8 @@ def main() -> None:
             bare, jp = statistics.median(rates["bare"]), statistics.median(rates["jobpulse"])
             ratios = [j / b for b, j in zip(rates["bare"], rates["jobpulse"], strict=True)]
             sdk = statistics.median(rates["sdk"]) if args.sdk else None
+            if floor:
+                floors[kind] = statistics.median(rates["floor"])
             rows.append((kind, jobs, bare, jp, jp / bare, min(ratios), max(ratios),
                          statistics.median(enqueue["bare"]),
                          statistics.median(enqueue["jobpulse"]), sdk))  # fmt: skip
@@ -221,6 +298,18 @@ def main() -> None:
             print(
                 f"  {kind:<8} sdk {sdk:8.1f} jobs/s = {sdk / bare:.3f} of bare; "
                 f"jobpulse = {jp / sdk:.3f} of the SDK alone"
+            )
+    if floors:
+        print()
+        print("the contract's per-run telemetry written straight against the SDK, same rounds:")
+        for row in rows:
+            kind, bare, jp = row[0], row[2], row[3]
+            if kind not in floors:
+                continue
+            floor = floors[kind]
+            print(
+                f"  {kind:<8} floor {floor:8.1f} jobs/s = {floor / bare:.3f} of bare; "
+                f"jobpulse = {jp / floor:.3f} of the floor"
             )
 
 
