@@ -234,6 +234,7 @@ _TABLE: dict[str, tuple[_Parser, Any, bool]] = {
     "prometheus_host": (_passthrough, "0.0.0.0", True),
     "guardrails": (_guardrails, None, True),
     "detect_dependencies": (_bool, True, True),
+    "fast_export": (_bool, True, True),
     "tracer_provider": (_passthrough, None, False),
     "meter_provider": (_passthrough, None, False),
     "logger_provider": (_passthrough, None, False),
@@ -261,6 +262,8 @@ class Settings:
     prometheus_host: str = "0.0.0.0"
     guardrails: Any = None  # jobpulse.guardrails.Guardrails
     detect_dependencies: bool = True
+    #: the OTLP encoding shortcuts of _encoding/_wire (same bytes; off: the SDK's own)
+    fast_export: bool = True
     tracer_provider: Any = None
     meter_provider: Any = None
     logger_provider: Any = None

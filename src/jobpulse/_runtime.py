@@ -178,7 +178,8 @@ def instrument(_exporters: _otel.Exporters | None = None, **options: Any) -> Run
         _clear_caches()
         rt = Runtime(settings, _registry, _exporters)
         _guard.set_counter(rt.instruments.record_telemetry_error)
-        _encoding.install()
+        if settings.fast_export:
+            _encoding.install()
         _install_log_handlers(rt)
         from ._watchdog import Watchdog
 

@@ -134,6 +134,25 @@ def test_instrument_installs_the_cache_and_uninstrument_removes_it() -> None:
     assert not _encoding._cache
 
 
+@pytest.mark.parametrize("how", ["keyword", "environment"])
+def test_fast_export_off_leaves_the_sdks_exporters_alone(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.exporter.otlp.proto.common._internal import trace_encoder
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+    import jobpulse
+
+    before = (trace_encoder._encode_attributes, trace_exporter.encode_spans)
+    if how == "keyword":
+        jobpulse.instrument(configure_otel=False, fast_export=False)
+    else:
+        monkeypatch.setenv("JOBPULSE_FAST_EXPORT", "false")
+        jobpulse.instrument(configure_otel=False)
+    assert (trace_encoder._encode_attributes, trace_exporter.encode_spans) == before
+    assert not _encoding._installed
+
+
 @pytest.mark.allow_internal_errors
 def test_a_failing_cache_falls_back_to_the_sdks_encoder(
     installed: None, monkeypatch: pytest.MonkeyPatch
