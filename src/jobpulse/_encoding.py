@@ -66,6 +66,15 @@ _installed: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []
 _lock = threading.Lock()
 
 
+def cacheable(key: str, value: Any) -> bool:
+    """Whether an attribute's encoding may be kept: one of :data:`CACHED_KEYS` with a
+    plain, short value (the one policy for this cache and :mod:`._wire`'s)."""
+    cls = value.__class__
+    return key in CACHED_KEYS and (
+        cls is int or cls is bool or (cls is str and len(value) <= MAX_VALUE_LENGTH)
+    )
+
+
 def cached_attributes(
     attributes: Mapping[str, Any] | None, encode_key_value: Callable[[str, Any], Any]
 ) -> list[Any]:
@@ -76,11 +85,8 @@ def cached_attributes(
     cache = _cache
     for key, value in attributes.items():
         try:
-            cls = value.__class__
-            if key in CACHED_KEYS and (
-                cls is int or cls is bool or (cls is str and len(value) <= MAX_VALUE_LENGTH)
-            ):
-                entry = (key, cls, value)
+            if cacheable(key, value):
+                entry = (key, value.__class__, value)
                 encoded = cache.get(entry)
                 if encoded is None:
                     encoded = encode_key_value(key, value)

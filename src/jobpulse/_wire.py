@@ -127,14 +127,11 @@ class _Attributes:
         out = []
         cache = self.cache
         keys = self.keys
-        cached_keys = _encoding.CACHED_KEYS
-        longest = _encoding.MAX_VALUE_LENGTH
+        cacheable = _encoding.cacheable
         for key, value in _items(attributes):
             cls = value.__class__
             entry = None
-            if key in cached_keys and (
-                cls is int or cls is bool or (cls is str and len(value) <= longest)
-            ):
+            if cacheable(key, value):
                 entry = (tag, key, cls, value)
                 encoded = cache.get(entry)
                 if encoded is not None:
@@ -176,30 +173,26 @@ class _Writer:
         #: the SDK's common encoder module (resource, scope, key-value functions)
         self.sdk = sdk
         self.attributes = _Attributes(sdk._encode_key_value)
-        self._resources: dict[int, tuple[Any, bytes]] = {}
+        self._resources: dict[int, tuple[Any, bytes | None]] = {}
         self._scopes: dict[int, tuple[Any, bytes | None]] = {}
 
     def item(self, item: Any) -> bytes:
         raise NotImplementedError
 
     # -- a batch ------------------------------------------------------------------
-    def _resource(self, resource: Any) -> bytes:
-        known = self._resources.get(id(resource))
-        if known is None or known[0] is not resource:
-            if len(self._resources) > 64:
-                self._resources.clear()
-            data = self.sdk._encode_resource(resource).SerializePartialToString()
-            known = self._resources[id(resource)] = (resource, data)
-        return known[1]
-
-    def _scope(self, scope: Any) -> bytes | None:
-        known = self._scopes.get(id(scope))
-        if known is None or known[0] is not scope:
-            if len(self._scopes) > 256:
-                self._scopes.clear()
-            message = self.sdk._encode_instrumentation_scope(scope)
+    @staticmethod
+    def _once(
+        table: dict[int, tuple[Any, bytes | None]], obj: Any, encode: Any, bound: int
+    ) -> bytes | None:
+        """The SDK's ``encode(obj)`` of a resource or scope, serialized (None: the SDK
+        sets no field), kept per object: every item of a process shares them."""
+        known = table.get(id(obj))
+        if known is None or known[0] is not obj:
+            if len(table) > bound:
+                table.clear()
+            message = encode(obj)
             data = None if message is None else message.SerializePartialToString()
-            known = self._scopes[id(scope)] = (scope, data)
+            known = table[id(obj)] = (obj, data)
         return known[1]
 
     def request(self, items: Sequence[Any]) -> bytes:
@@ -219,10 +212,13 @@ class _Writer:
             encoded.append(self.item(item))
         out = []
         for resource, by_scope in groups.items():
-            body = [_field(b"\x0a", self._resource(resource))]
+            data = self._once(self._resources, resource, self.sdk._encode_resource, 64)
+            body = [_field(b"\x0a", data or b"")]
             for scope, encoded in by_scope.items():
                 scope_parts = []
-                scope_data = self._scope(scope)
+                scope_data = self._once(
+                    self._scopes, scope, self.sdk._encode_instrumentation_scope, 256
+                )
                 if scope_data is not None:
                     scope_parts.append(_field(b"\x0a", scope_data))
                 scope_parts.extend(_field(b"\x12", s) for s in encoded)
@@ -239,10 +235,7 @@ class _Writer:
 class SpanEncoder(_Writer):
     """``encode_spans(spans).SerializePartialToString()``, written directly."""
 
-    def item(self, item: Any) -> bytes:
-        return self.span(item)
-
-    def span(self, span: Any) -> bytes:
+    def item(self, span: Any) -> bytes:
         context = span.get_span_context()
         parts = [
             b"\x0a\x10", context.trace_id.to_bytes(16, "big"),
@@ -378,11 +371,11 @@ class EncodedRequest:
     exporter asks for), and the SDK's message, built on demand, for anything else
     asked of it (from then on the message, which a caller may change, is the truth)."""
 
-    __slots__ = ("_data", "_message", "_sdk_encode", "_spans")
+    __slots__ = ("_batch", "_data", "_message", "_sdk_encode")
 
-    def __init__(self, data: bytes, spans: Sequence[Any], sdk_encode: Callable[..., Any]) -> None:
+    def __init__(self, data: bytes, batch: Sequence[Any], sdk_encode: Callable[..., Any]) -> None:
         self._data = data
-        self._spans = spans
+        self._batch = batch
         self._sdk_encode = sdk_encode
         self._message: Any = None
 
@@ -403,7 +396,7 @@ class EncodedRequest:
 
     def _sdk(self) -> Any:
         if self._message is None:
-            self._message = self._sdk_encode(self._spans)
+            self._message = self._sdk_encode(self._batch)
         return self._message
 
     def __getattr__(self, name: str) -> Any:

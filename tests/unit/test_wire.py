@@ -176,7 +176,7 @@ def test_a_batch_the_writer_fails_on_goes_to_the_sdks_encoder(
     def broken(self: Any, span: Any) -> bytes:
         raise RuntimeError("writer bug")
 
-    monkeypatch.setattr(_wire.SpanEncoder, "span", broken)
+    monkeypatch.setattr(_wire.SpanEncoder, "item", broken)
     spans = _every_shape()
     before = _guard.counts().get("export.wire", 0)
     request = trace_exporter.encode_spans(spans)
