@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from jobpulse._forklazy import is_lazy, lazy_after_fork
+from tests.support.forking import in_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 
@@ -29,36 +28,6 @@ class Names(SpanExporter):
 
 def _export_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("OtelBatch"))
-
-
-def _in_child(work: Any) -> dict[str, Any]:
-    """Run ``work`` in a forked child; its JSON result through a pipe (deadline 20 s)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.write(write, json.dumps(work()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    deadline = time.monotonic() + 20
-    status = None
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.01)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child did not finish within 20 s")
-    data = os.read(read, 1 << 16)
-    os.close(read)
-    assert status == 0, f"child exit status {status}"
-    result: dict[str, Any] = json.loads(data)
-    return result
 
 
 def test_a_child_starts_the_export_thread_on_its_first_span_and_exports_it() -> None:
@@ -78,7 +47,7 @@ def test_a_child_starts_the_export_thread_on_its_first_span_and_exports_it() -> 
         return {"before": before, "after": after, "names": exporter.names}
 
     provider.get_tracer("t").start_span("queued-in-parent").end()  # not exported yet
-    result = _in_child(child)
+    result = in_child(child)
     assert result["before"] == []
     assert len(result["after"]) == 1
     assert result["names"] == ["in-child"]  # the parent's queued span is the parent's
@@ -99,7 +68,7 @@ def test_a_child_that_never_emits_flushes_and_shuts_down_without_a_thread() -> N
         processor.shutdown()
         return {"flushed": flushed, "threads": _export_threads()}
 
-    result = _in_child(child)
+    result = in_child(child)
     assert result == {"flushed": True, "threads": []}
     processor.shutdown()
 
@@ -114,7 +83,7 @@ def test_log_processors_defer_too() -> None:
     with lazy_after_fork():
         processor = BatchLogRecordProcessor(Exporter())
     assert is_lazy(processor)
-    assert _in_child(lambda: {"threads": _export_threads()}) == {"threads": []}
+    assert in_child(lambda: {"threads": _export_threads()}) == {"threads": []}
     processor.shutdown()
 
 
@@ -122,7 +91,7 @@ def test_processors_built_outside_the_block_are_the_sdks() -> None:
     """...which start a thread in every child at fork: the cost the block avoids."""
     processor = BatchSpanProcessor(Names())
     assert not is_lazy(processor)
-    assert _in_child(lambda: {"threads": _export_threads()})["threads"]
+    assert in_child(lambda: {"threads": _export_threads()})["threads"]
     processor.shutdown()
 
 
@@ -147,7 +116,7 @@ def test_a_fork_that_ran_no_python_fork_handlers_loses_no_record() -> None:
         processor.force_flush()
         return {"names": exporter.names, "threads": _export_threads()}
 
-    result = _in_child(child)
+    result = in_child(child)
     assert result["names"] == ["first", "second"]
     assert len(result["threads"]) == 1
     processor.shutdown()
