@@ -169,6 +169,7 @@ def begin_run(
     code_function: str | None = None,
     record_metrics: bool = True,
     activate: bool = True,
+    register: bool = True,
     worker: str | None = None,
     span: trace.Span | None = None,
 ) -> JobRun | None:
@@ -181,6 +182,8 @@ def begin_run(
     ``span``: use this already started span as the run span instead of starting one
     (another instrumentation's span for the same run, so there is one span per run):
     the run's attributes and links are added to it and ``end_run`` calls its ``end()``.
+    ``register=False, activate=False``: a run started for another process (an RQ
+    work horse about to be forked), which calls :func:`activate_run` for it there.
     """
     rt = _runtime.get()
     if rt is None:
@@ -236,7 +239,8 @@ def begin_run(
             for link in _links(producer, links):
                 span.add_link(link.context)
             run.span = span
-        rt.registry.add(run)
+        if register:
+            rt.registry.add(run)
         if activate:
             run.ctx_token = current.set(run)
             run.otel_token = otel_context.attach(trace.set_span_in_context(run.span))
@@ -253,6 +257,18 @@ def begin_run(
     except Exception as exc:  # noqa: BLE001 - swallow() re-raises in tests
         _guard.swallow("run.begin", exc)
     return None
+
+
+def activate_run(run: JobRun) -> None:
+    """Make a run started with ``register=False, activate=False`` this process's current
+    run: the watchdog watches it, steps and heartbeats find it."""
+    rt = _runtime.get()
+    if rt is not None:
+        rt.registry.add(run)
+    run.thread_id = threading.get_ident()
+    run.ctx_token = current.set(run)
+    if run.span is not None:
+        run.otel_token = otel_context.attach(trace.set_span_in_context(run.span))
 
 
 def end_run(

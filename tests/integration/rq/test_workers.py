@@ -39,6 +39,16 @@ def test_forking_worker_traces_every_horse_and_counts_each_run_once_in_the_paren
         assert run.attributes["jobpulse.queue.wait"] >= 0
         children = {s.name for s in otlp.spans if s.parent_span_id == run.span_id}
         assert children == {"ExportOrders", "http:VendorApi"}
+    # Each run's two lines, in its trace: the worker writes "run started" just before it
+    # forks the horse (the run span starts there), the horse writes "run finished".
+    lines = otlp.wait_for(
+        lambda r: len([x for x in r.logs if x.body in ("run started", "run finished")]) >= 40
+        and r.logs,
+        what="the runs' log lines",
+    )  # fmt: skip
+    for run in spans:
+        mine = sorted(x.body for x in lines if x.trace_id == run.trace_id and "run " in x.body)
+        assert mine == ["run finished", "run started"]
 
     # Counted exactly once, by the worker (not by 20 short-lived horses) ...
     otlp.wait_for(lambda r: runs(r, EXPORT) >= 20, what="run counters")

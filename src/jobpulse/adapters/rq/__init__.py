@@ -5,8 +5,9 @@ Installed when ``rq`` is imported (now, if it already is). Producer side:
 context and the enqueue time in ``job.meta["jobpulse"]``. Worker side: each
 attempt is a CONSUMER run span in a new trace, linked to the enqueue (and to
 the previous attempt), with RQ's ``job_timeout`` as ``max_runtime`` and its
-retries as ``max_attempts``. The forking ``Worker``'s horse traces the run and
-flushes before ``os._exit``; the parent counts it (see :mod:`._horse`).
+retries as ``max_attempts``. The forking ``Worker`` starts the run span just
+before it forks the horse, the horse makes it current, ends it and hands its
+spans to the worker, which counts the run (see :mod:`._horse`).
 
 jobpulse uses no signal (RQ's death penalty owns SIGALRM) and changes no RQ
 registry, status or result; it only adds its entry to a job's meta before
@@ -71,6 +72,7 @@ class RQAdapter:
             p.wrap(base, "bootstrap", _worker.bootstrap)
             p.wrap(base, "teardown", _worker.teardown)
             p.wrap(rq.worker.Worker, "execute_job", _worker.execute_job)
+            p.wrap(rq.worker.Worker, "fork_work_horse", _worker.fork_work_horse)
 
             started = rq.registry.StartedJobRegistry
             p.wrap(started, "cleanup", _cleanup.cleanup)

@@ -130,7 +130,8 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
     """The forking worker's parent: one pipe per horse, the count after it."""
 
     def execute(self: Any, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
-        if _runtime.get() is None:
+        rt = _runtime.get()
+        if rt is None:
             return original(self, job, queue, *args, **kwargs)
         spawned = isinstance(self, SPAWN_TYPES)
         read = write = None
@@ -147,7 +148,16 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
         saved: list[Any] = []
         if read is not None:
             _runtime.defer_child_metrics = True  # the horse's counts come back here
-            saved = _fork.keep_instance(_instance.get("id"))
+            with _guard.never_raise("adapter.rq.parent"):
+                providers = rt.providers
+                saved = _fork.keep_instance(
+                    _instance.get("id"),
+                    (
+                        providers.tracer_provider,
+                        providers.meter_provider,
+                        providers.logger_provider,
+                    ),
+                )
             _instance["kept"] = bool(saved)
         try:
             result = original(self, job, queue, *args, **kwargs)
@@ -168,6 +178,18 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
                 _horse.record_spawned(self, job, queue, state, started, self.__dict__.get(_EXEC_ID))
 
     return execute
+
+
+def fork_work_horse(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The forking worker, right before the fork: start the horse's run here
+    (:func:`._runs.begin_before_fork`)."""
+
+    def fork(self: Any, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get(_REPORT_FD) is not None and _runtime.get() is not None:
+            _runs.begin_before_fork(self, job, queue, self.__dict__.get(_EXEC_ID))
+        return original(self, job, queue, *args, **kwargs)
+
+    return fork
 
 
 def _account(
