@@ -78,6 +78,13 @@ def test_rq_queues_from_registry_reach_otlp(
     assert last.time_ns < gone_at
 
 
+def _rq_major() -> int:
+    import rq
+
+    return int(rq.__version__.split(".")[0])
+
+
+@pytest.mark.skipif(_rq_major() < 3, reason="RQ_KEY_PREFIX is RQ 3's")
 def test_rq_key_prefix_from_the_environment(redis3: Any, token: str) -> None:
     """RQ 3 reads RQ_KEY_PREFIX at import: enqueue with it in a real RQ process, and the
     probe, given the same environment, finds the queue; the default prefix does not."""
