@@ -491,13 +491,16 @@ def record_run(
     framework_budget: Budget | None = None,
     record_metrics: bool = True,
     worker: str | None = None,
+    span: trace.Span | None = None,
 ) -> None:
     """Record a run that some other process executed and cannot report itself.
 
     A pool child killed by its hard time limit or SIGKILL, a work horse that
     died, a job revoked before it started: whoever noticed records it. The span
     starts at ``started_at`` (unix seconds) when known, else now; a ``lost`` run
-    records no duration.
+    records no duration. ``span``: the run's span, started already by this
+    process for the one that died (an RQ worker starts it before the fork), to
+    end here instead of a new one: the dead process's spans and lines point at it.
     """
     rt = _runtime.get()
     if rt is None:
@@ -531,15 +534,17 @@ def record_run(
             attrs[n.MESSAGING_CLIENT_ID] = worker
         if attributes:
             attrs.update(attributes)
-        parent = _parent_context(rt.settings.continue_trace, producer)
-        span = rt.tracer.start_span(
-            job_name,
-            context=parent,
-            kind=kind,
-            attributes=attrs,
-            links=_links(producer, ()),
-            start_time=int(start * 1e9),
-        )
+        if span is None:
+            span = rt.tracer.start_span(
+                job_name,
+                context=_parent_context(rt.settings.continue_trace, producer),
+                kind=kind,
+                attributes=attrs,
+                links=_links(producer, ()),
+                start_time=int(start * 1e9),
+            )
+        else:
+            span.set_attributes(attrs)
         if outcome in FAILED_OUTCOMES:
             if exc is not None:
                 record_exception(span, exc)

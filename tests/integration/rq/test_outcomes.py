@@ -93,6 +93,14 @@ def test_a_horse_killed_by_sigkill_is_lost_and_recorded_by_the_parent(
     assert run.attributes["messaging.client.id"] == "killer"
     assert run.status_code == 2
     assert linked_to(run, send_span(producer, job.id))
+    # The worker started the run before the fork and ends that same span: both of the
+    # run's lines are in its trace.
+    lines = otlp.wait_for(
+        lambda r: [x.body for x in r.logs if x.trace_id == run.trace_id and "run " in x.body]
+        if len([x for x in r.logs if x.trace_id == run.trace_id]) >= 2 else None,
+        what="the lost run's lines",
+    )  # fmt: skip
+    assert sorted(lines) == ["run finished", "run started"]
     # The worker advertises its capacity while it lives.
     otlp.wait_for(
         lambda r: any(

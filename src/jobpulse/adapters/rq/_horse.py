@@ -162,11 +162,17 @@ def record_unreported(
     attrs = dict(state.attrs)
     if signal is not None:
         attrs["rq.work_horse.signal"] = signal
+    # the run span this worker started before the fork, if it did: its trace has the
+    # run started line, and whatever the horse exported before it died
+    begun = state.run.span if state.before_fork and state.run is not None else None
+    if begun is not None:
+        state.before_fork = False
     _lifecycle.record_run(
         state.job_name, system=_attrs.SYSTEM, outcome=outcome, action=action,
         job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
         started_at=started_at, producer=state.producer, kind=SpanKind.CONSUMER,
         attributes=attrs, framework_budget=state.budget, worker=getattr(worker, "name", None),
+        span=begun,
     )  # fmt: skip
 
 
