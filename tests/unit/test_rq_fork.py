@@ -6,6 +6,7 @@ Each fork here is a real ``os.fork``; the child reports through a pipe.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -88,21 +89,74 @@ def test_a_forked_childs_watchdog_runs_its_timers_and_stops() -> None:
         assert rt is not None
 
         def child() -> Any:
-            fired: list[float] = []
+            fired: list[str] = []
             assert rt.watchdog is not None
-            rt.watchdog.after(0.01, lambda: fired.append(time.monotonic()))
+            rt.watchdog.after(0.01, lambda: fired.append(threading.current_thread().name))
             deadline = time.monotonic() + 10
             while not fired and time.monotonic() < deadline:
                 time.sleep(0.005)
             started = time.monotonic()
             rt.watchdog.stop()
-            return {"fired": len(fired), "stop_seconds": time.monotonic() - started}
+            return {"fired": fired, "stop_seconds": time.monotonic() - started}
 
         found = in_child(child)
-        assert found["fired"] == 1  # the child has a watchdog of its own
+        assert found["fired"] == ["jobpulse-watchdog"]  # the child has a watchdog of its own
         assert found["stop_seconds"] < 1.0  # and it stops on request, not at its 2 s limit
         # the parent's watchdog is untouched by the child's
         fired: list[int] = []
         assert rt.watchdog is not None
         rt.watchdog.after(0.0, lambda: fired.append(1))
         wait_until(lambda: fired == [1], 10, what="a timer on the parent's watchdog")
+
+
+# -- the job's name, in the worker, without unpickling its payload ---------------------
+UNPICKLED: list[str] = []
+
+
+class Loud:
+    """An argument that says when it is unpickled (its __setstate__ runs user code)."""
+
+    def __init__(self) -> None:
+        self.rows = 17
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        UNPICKLED.append("Loud")
+        self.__dict__.update(state)
+
+
+def nightly_export(arg: Any) -> None:  # pragma: no cover - never run, only named
+    pass
+
+
+def restored(serializer: Any = None, func: Any = nightly_export, args: tuple[Any, ...] = ()) -> Any:
+    """A job as the worker holds it after ``Job.fetch``: payload not yet unpickled."""
+    from redis import Redis
+    from rq.job import Job
+
+    connection = Redis()  # never connected: nothing here talks to Redis
+    job = Job.create(func, args=args, connection=connection, serializer=serializer)
+    fetched = Job(job.id, connection=connection, serializer=serializer)
+    fetched.restore({k.encode(): v for k, v in job.to_dict().items()})
+    return fetched
+
+
+def test_the_worker_names_a_job_without_unpickling_its_arguments() -> None:
+    from jobpulse.adapters.rq._attrs import job_name_without_unpickling
+
+    UNPICKLED.clear()
+    job = restored(args=(Loud(),))
+    name = job_name_without_unpickling(job)
+    assert name == f"{__name__}.nightly_export"
+    assert UNPICKLED == []  # no argument's code ran in the worker
+    assert job.func_name == name  # what RQ itself says, once the horse unpickles
+    assert UNPICKLED == ["Loud"]
+
+
+def test_a_job_another_serializer_wrote_is_left_to_the_horse() -> None:
+    from rq.serializers import JSONSerializer
+
+    from jobpulse.adapters.rq._attrs import job_name_without_unpickling
+
+    job = restored(serializer=JSONSerializer, args=(1,))
+    assert job_name_without_unpickling(job) is None
+    assert job.func_name == f"{__name__}.nightly_export"

@@ -4,6 +4,7 @@ URL, so never credentials), and job arguments where the user allowed them."""
 from __future__ import annotations
 
 import inspect
+import pickletools
 from typing import Any
 
 from ... import _lifecycle
@@ -48,6 +49,46 @@ def base(queue: Any, operation: str) -> dict[str, Any]:
         if len(_cache) < 1000:
             _cache[key] = attrs
     return attrs
+
+
+_PREAMBLE = frozenset({"PROTO", "FRAME", "MARK"})
+_STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
+
+
+def job_name_without_unpickling(job: Any) -> str | None:
+    """The job's name, if it can be had without unpickling the job's payload.
+
+    For the forking worker, which stock RQ never has unpickle a payload (its
+    ``__setstate__`` code, its memory, its failures are the horse's). RQ's
+    payload is the pickled tuple ``(func_name, instance, args, kwargs)``: the
+    name is the first string in it, read with :func:`pickletools.genops`,
+    which decodes opcodes and builds nothing. None for another serializer or
+    any other shape.
+    """
+    found = job.__dict__.get("_func_name")
+    if isinstance(found, str):
+        return found or None
+    data = job.__dict__.get("_data")
+    serializer = getattr(job, "serializer", None)
+    if not isinstance(data, bytes) or serializer is not _default_serializer():
+        return None
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in _STRINGS:
+                return arg if isinstance(arg, str) and arg else None
+            if op.name not in _PREAMBLE:
+                return None
+    except Exception:  # noqa: BLE001 - not a pickle this reads: the horse unpickles it
+        return None
+    return None
+
+
+def _default_serializer() -> Any:
+    try:
+        from rq.serializers import DefaultSerializer
+    except ImportError:  # pragma: no cover - every supported RQ has it
+        return None
+    return DefaultSerializer
 
 
 def job_name(job: Any) -> str:

@@ -108,11 +108,14 @@ def framework_budget(job: Any, queue: Any, attempt: int) -> Budget:
     return budget
 
 
-def describe(job: Any, queue: Any, state: RunState | None = None) -> RunState:
-    """Everything about the run that the job and its meta say."""
+def describe(
+    job: Any, queue: Any, state: RunState | None = None, name: str | None = None
+) -> RunState:
+    """Everything about the run that the job and its meta say (``name``: the job's,
+    when the caller has it)."""
     state = state or RunState(attempt_of(job))
     found = _meta.entry(job)
-    state.job_name = _attrs.job_name(job)
+    state.job_name = name or _attrs.job_name(job)
     state.queue = queue.name
     state.producer = _meta.span_context(found)
     state.previous = _meta.span_context(found, "previous")
@@ -140,12 +143,20 @@ def begin_before_fork(worker: Any, job: Any, queue: Any, run_id: str | None) -> 
     the worker a tenth of that. The span starts just before the fork, so it covers
     the fork too. The run is neither registered nor current here: the worker's
     watchdog must not watch a run whose heartbeats happen in another process.
+    Skipped when it would take unpickling the job's payload (another serializer,
+    or its arguments recorded): the horse starts the run then.
     """
     state = active.get(job.id)
-    if state is None:
+    rt = _runtime.get()
+    if state is None or rt is None:
         return
     with _guard.never_raise("adapter.rq.begin"):
-        describe(job, queue, state)
+        # Not when it would take unpickling the job (RQ's worker never does): the
+        # horse starts the run then, as for any worker.
+        name = _attrs.job_name_without_unpickling(job)
+        if name is None or (rt.settings.record_args and rt.settings.args_allowed(name)):
+            return
+        describe(job, queue, state, name)
         state.run = _start(worker, job, state, run_id, record_metrics=False, here=False)
         state.before_fork = state.run is not None
 
@@ -258,10 +269,9 @@ def requeued(job: Any, due: float) -> None:
                 found.pop("previous", None)
             else:
                 found["attempt"] = state.attempt + 1
-                # (in the worker, a run started before the fork is the horse's to end:
-                # the worker's copy of its span is never exported)
-                run = None if state.before_fork else state.run
-                span = run.span if run is not None else None
+                # (in the worker, for a horse that died: the span the worker started
+                # before the fork, which it records the run on)
+                span = state.run.span if state.run is not None else None
                 ctx = span.get_span_context() if span is not None else None
                 previous = _meta.traceparent(ctx) if ctx is not None else {}
                 if "traceparent" in previous:
