@@ -91,11 +91,14 @@ class Watchdog:
         self._timers_lock = threading.Lock()  # the parent's may have been held at fork
         self._stop = threading.Event()
         self._thread = None
-        done = self._done = threading.Event()
+        self._done = None
+        done = threading.Event()
         self._ident = _thread.start_new_thread(self._loop_then, (done,))
+        self._done = done
 
     def _loop_then(self, done: threading.Event) -> None:
         try:
+            threading.current_thread().name = "jobpulse-watchdog"  # its log lines say so
             self._loop()
         finally:
             done.set()

@@ -61,9 +61,13 @@ def keep_instance(
         saved.append((module, original))
     if saved:
         for provider in providers:
-            if _current_resource(provider) is not None and "_update_resource" not in vars(provider):
+            try:
+                if _current_resource(provider) is None or "_update_resource" in vars(provider):
+                    continue
                 provider._update_resource = _skip_same(provider, provider._update_resource)
-                saved.append((provider, None))
+            except Exception:  # noqa: BLE001 - a provider of another shape merges as usual
+                continue
+            saved.append((provider, None))
     return saved
 
 
