@@ -73,6 +73,38 @@ def test_forking_worker_traces_every_horse_and_counts_each_run_once_in_the_paren
     }
 
 
+def test_a_plain_success_in_a_horse_is_one_span_whose_line_says_how_long_it_took(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    """The worker starts the run span before the fork, the horse ends its copy: one span
+    per run (the worker's copy is never exported), both lines in its trace."""
+    add = "tests.integration.rq.jobs.add"
+    q = Queue("plain", connection=redis)
+    enqueued = [q.enqueue(jobs.add, i, 1) for i in range(6)]
+    workers.run("plain")  # a burst worker: it has exported everything when it exits
+
+    assert [j.latest_result().return_value for j in enqueued] == [1, 2, 3, 4, 5, 6]
+    spans = otlp.wait_for(lambda r: len(r.run_spans(add)) >= 6 and r.run_spans(add))
+    assert len(spans) == 6  # one per run: the horse's copy of the span is never exported
+    assert {s.attributes["jobpulse.job.id"] for s in spans} == {j.id for j in enqueued}
+    for run in spans:
+        assert run.attributes["jobpulse.outcome"] == "success"
+        assert run.attributes["jobpulse.action"] == "none"
+        assert run.attributes["jobpulse.heartbeat.count"] == 0
+        assert run.status_code == 0
+        lines = [x for x in otlp.logs if x.trace_id == run.trace_id and "run " in str(x.body)]
+        assert sorted(x.body for x in lines) == ["run finished", "run started"]
+        (finished,) = (x for x in lines if x.body == "run finished")
+        # the line and the span say the run took as long as the horse measured
+        assert finished.attributes["jobpulse.elapsed"] == pytest.approx(
+            (run.end_ns - run.start_ns) / 1e9, abs=0.005
+        )
+    otlp.wait_for(lambda r: runs(r, add) >= 6, what="run counters")
+    assert runs(otlp, add, **{"jobpulse.outcome": "success", "jobpulse.action": "none"}) == 6
+    (duration,) = otlp.latest("jobpulse.job.duration", **{"jobpulse.job.name": add})
+    assert duration.count == 6
+
+
 def test_simple_worker_runs_jobs_in_process_and_counts_them_once(
     redis: Redis, workers: Workers, otlp: Receiver, producer: Any
 ) -> None:
