@@ -115,6 +115,32 @@ def test_a_horse_killed_by_sigkill_is_lost_and_recorded_by_the_parent(
     assert not otlp.latest("jobpulse.job.duration", **{"jobpulse.job.name": SLEEPY})
 
 
+def test_a_retry_after_a_killed_horse_links_to_the_lost_attempt(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    q = Queue("killretry", connection=redis)
+    job = q.enqueue(jobs.sleepy, 60, retry=Retry(max=1))
+    proc = workers.start("killretry", burst=False, env=NO_GUARDRAILS)
+    first = horse_pid(redis, job)
+    os.kill(first, signal.SIGKILL)
+    second = wait_until(
+        lambda: (pid := int(redis.get(f"test:pid:{job.id}") or first)) != first and pid,
+        what="the second attempt's horse",
+    )  # fmt: skip
+    os.kill(second, signal.SIGKILL)
+    spans = otlp.wait_for(lambda r: len(r.run_spans(SLEEPY)) == 2 and r.run_spans(SLEEPY))
+    workers.stop(proc)
+
+    spans.sort(key=lambda s: s.attributes["jobpulse.attempt"])
+    assert [s.attributes["jobpulse.attempt"] for s in spans] == [1, 2]
+    assert [s.attributes["jobpulse.outcome"] for s in spans] == ["lost", "lost"]
+    assert [s.attributes["jobpulse.action"] for s in spans] == ["retry", "stop"]
+    # The worker recorded both runs, each on the span it started before its fork; the
+    # second attempt links to the first as to any previous attempt.
+    assert (spans[0].trace_id, spans[0].span_id) in spans[1].links
+    assert linked_to(spans[1], send_span(producer, job.id))
+
+
 def test_a_job_abandoned_by_a_dead_worker_is_lost_when_rq_cleans_up(
     redis: Redis, workers: Workers, otlp: Receiver, producer: Any
 ) -> None:
