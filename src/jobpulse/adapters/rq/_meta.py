@@ -18,14 +18,18 @@ jobpulse only changes the in-memory meta right before RQ itself saves the job
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 KEY = "jobpulse"
 _W3C = TraceContextTextMapPropagator()
+#: the traceparent jobpulse itself writes (version 00, lowercase, nothing around it)
+_PLAIN_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def entry(job: Any) -> dict[str, Any] | None:
@@ -77,9 +81,21 @@ def span_context(found: dict[str, Any] | None, key: str = "traceparent") -> Span
     value = found.get(key)
     if not isinstance(value, str):
         return None
+    found_state = found.get("tracestate") if key == "traceparent" else None
+    state = found_state if isinstance(found_state, str) else ""
+    plain = None if state else _PLAIN_TRACEPARENT.fullmatch(value)
+    if plain is not None:
+        # What the W3C propagator gives for this shape, without its context round
+        # trip (a third of describing a run): every run reads one.
+        trace_id, span_id, flags = plain.groups()
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+            return None
+        return SpanContext(
+            int(trace_id, 16), int(span_id, 16), is_remote=True,
+            trace_flags=TraceFlags(int(flags, 16)),
+        )  # fmt: skip
     carrier = {"traceparent": value}
-    state = found.get("tracestate") if key == "traceparent" else None
-    if isinstance(state, str) and state:
+    if state:
         carrier["tracestate"] = state
     ctx = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
     return ctx if ctx.is_valid else None
