@@ -55,6 +55,10 @@ class Providers:
     metric_readers: list[MetricReader] = field(default_factory=list)
     prometheus: Any = None
 
+    def each(self) -> tuple[Any, Any, Any]:
+        """The tracer, logger and meter providers (the logger's may be None)."""
+        return (self.tracer_provider, self.logger_provider, self.meter_provider)
+
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that counts what a full queue drops.
@@ -421,8 +425,7 @@ def shutdown_owned(providers: Providers, timeout: float) -> bool:
 
 def set_instance_id(providers: Providers, instance_id: str) -> None:
     """Give a forked child a stable ``service.instance.id`` (node name and pool index)."""
-    providers_ = (providers.tracer_provider, providers.logger_provider, providers.meter_provider)
-    for provider in providers_:
+    for provider in providers.each():
         update = getattr(provider, "_update_resource", None)
         if update is not None:
             update(Resource({"service.instance.id": instance_id}))

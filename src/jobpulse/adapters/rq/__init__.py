@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ... import _guard
-from . import _cleanup, _deps, _producer, _runs, _worker
+from . import _attrs, _cleanup, _deps, _producer, _runs, _worker
 from ._patch import Patches
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class RQAdapter:
         import rq.job
         import rq.queue
         import rq.registry
+        import rq.serializers
         import rq.worker
         from rq.exceptions import ShutDownImminentException, StopRequested
         from rq.timeouts import BaseTimeoutException, JobTimeoutException
@@ -49,6 +50,7 @@ class RQAdapter:
         _runs.TIMEOUTS = (JobTimeoutException,)
         _runs.SHUTDOWNS = (ShutDownImminentException,)
         _runs.RETRY_TYPE = getattr(rq.job, "Retry", None)
+        _attrs.PICKLE = getattr(rq.serializers, "DefaultSerializer", None)
         spawn = getattr(rq.worker, "SpawnWorker", None)
         _worker.SPAWN_TYPES = (spawn,) if isinstance(spawn, type) else ()
 

@@ -51,6 +51,8 @@ def base(queue: Any, operation: str) -> dict[str, Any]:
     return attrs
 
 
+#: RQ's default (pickle) serializer, set at install
+PICKLE: Any = None
 _PREAMBLE = frozenset({"PROTO", "FRAME", "MARK"})
 _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
 
@@ -70,7 +72,7 @@ def job_name_without_unpickling(job: Any) -> str | None:
         return found or None
     data = job.__dict__.get("_data")
     serializer = getattr(job, "serializer", None)
-    if not isinstance(data, bytes) or serializer is not _default_serializer():
+    if not isinstance(data, bytes) or serializer is not PICKLE or PICKLE is None:
         return None
     try:
         for op, arg, _pos in pickletools.genops(data):
@@ -81,14 +83,6 @@ def job_name_without_unpickling(job: Any) -> str | None:
     except Exception:  # noqa: BLE001 - not a pickle this reads: the horse unpickles it
         return None
     return None
-
-
-def _default_serializer() -> Any:
-    try:
-        from rq.serializers import DefaultSerializer
-    except ImportError:  # pragma: no cover - every supported RQ has it
-        return None
-    return DefaultSerializer
 
 
 def job_name(job: Any) -> str:

@@ -149,15 +149,7 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
         if read is not None:
             _runtime.defer_child_metrics = True  # the horse's counts come back here
             with _guard.never_raise("adapter.rq.parent"):
-                providers = rt.providers
-                saved = _fork.keep_instance(
-                    _instance.get("id"),
-                    (
-                        providers.tracer_provider,
-                        providers.meter_provider,
-                        providers.logger_provider,
-                    ),
-                )
+                saved = _fork.keep_instance(_instance.get("id"), rt.providers.each())
             _instance["kept"] = bool(saved)
         try:
             result = original(self, job, queue, *args, **kwargs)
@@ -185,7 +177,7 @@ def fork_work_horse(original: Callable[..., Any]) -> Callable[..., Any]:
     (:func:`._runs.begin_before_fork`)."""
 
     def fork(self: Any, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.__dict__.get(_REPORT_FD) is not None and _runtime.get() is not None:
+        if self.__dict__.get(_REPORT_FD) is not None:  # the parent of a jobpulse horse
             _runs.begin_before_fork(self, job, queue, self.__dict__.get(_EXEC_ID))
         return original(self, job, queue, *args, **kwargs)
 
