@@ -10,9 +10,14 @@ then drain them with ``worker.work(burst=True)``, timed from the call to the
 worker's teardown (the one-off flush of what is buffered at shutdown is not
 throughput).
 With jobpulse, spans and metrics go over OTLP/HTTP to a sink in another
-process (it answers 200 and drops the data), as they would to a collector:
-the forking worker's horses pay their real per-job span flush. RQ logs at
+process (it answers 200 and drops the data), as they would to a collector
+(a forking worker's horses hand their spans and lines to the worker, which
+exports them in batches, see docs/rq.md). RQ logs at
 WARNING in both modes, so RQ's own logging does not hide jobpulse's cost.
+``--sdk`` adds the OpenTelemetry SDK set up alone, ``--floor`` (``SimpleWorker``)
+the contract's per-run telemetry written straight against the SDK, and
+``--ceiling`` (forking ``Worker``) jobpulse set up but recording no run: what
+any per-run telemetry on top of jobpulse and the SDK could reach at best.
 Bare and jobpulse rounds alternate; the table shows medians of the rounds
 and the ratio of the medians (machines are noisy: compare ratios, not times).
 """
@@ -146,10 +151,40 @@ def contract_floor(base: type) -> type:
     return Floor
 
 
+def record_nothing() -> None:
+    """jobpulse set up exactly as in the jobpulse rounds (providers, exporters, watchdog,
+    its handling of a horse's fork: the worker's instance id kept, no MeterProvider
+    built in the horse), with the RQ adapter recording no run at all: what having
+    jobpulse and the SDK in a forking worker costs before any telemetry is written. No
+    design of per-run telemetry on top of them can beat it."""
+    from jobpulse import _runtime
+    from jobpulse.adapters.rq import _fork, _worker
+
+    def execute_job(original: Any) -> Any:
+        def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+            rt = _runtime.get()
+            assert rt is not None
+            _runtime.defer_child_metrics = True
+            saved = _fork.keep_instance(_worker._instance.get("id"), rt.providers.each())
+            _worker._instance["kept"] = bool(saved)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                _runtime.defer_child_metrics = False
+                _fork.restore(saved)
+
+        return execute
+
+    _worker.perform_job = _worker.fork_work_horse = lambda original: original
+    _worker.execute_job = execute_job
+
+
 def measure(kind: str, mode: str, jobs: int) -> None:
-    if mode == "jobpulse":
+    if mode in ("jobpulse", "idle"):
         import jobpulse
 
+        if mode == "idle":
+            record_nothing()
         jobpulse.instrument()
     elif mode in ("sdk", "floor"):
         sdk_only()
@@ -227,6 +262,11 @@ def main() -> None:
         help="also measure (SimpleWorker) the contract's per-run telemetry written straight "
         "against the SDK: what any implementation of the contract pays at least",
     )  # fmt: skip
+    parser.add_argument(
+        "--ceiling", action="store_true",
+        help="also measure (forking Worker) jobpulse set up but recording no run: what "
+        "jobpulse and the SDK cost a forking worker before any telemetry is written",
+    )  # fmt: skip
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,12 +285,14 @@ def main() -> None:
         kinds = [k for k in ("simple", "fork") if args.only in (None, k)]
         rows = []
         floors: dict[str, float] = {}
+        ceilings: dict[str, float] = {}
         for kind in kinds:
             jobs = args.jobs if kind == "simple" else args.fork_jobs
             # the floor is SimpleWorker's: a horse would need a flush of its own per job
             floor = args.floor and kind == "simple"
+            ceiling = args.ceiling and kind == "fork"
             modes = ("bare", *(("sdk",) if args.sdk else ()), *(("floor",) if floor else ()),
-                     "jobpulse")  # fmt: skip
+                     *(("idle",) if ceiling else ()), "jobpulse")  # fmt: skip
             rates: dict[str, list[float]] = {m: [] for m in modes}
             enqueue: dict[str, list[float]] = {m: [] for m in modes}
             for round_ in range(args.rounds):
@@ -268,6 +310,8 @@ def main() -> None:
             sdk = statistics.median(rates["sdk"]) if args.sdk else None
             if floor:
                 floors[kind] = statistics.median(rates["floor"])
+            if ceiling:
+                ceilings[kind] = statistics.median(rates["idle"])
             rows.append((kind, jobs, bare, jp, jp / bare, min(ratios), max(ratios),
                          statistics.median(enqueue["bare"]),
                          statistics.median(enqueue["jobpulse"]), sdk))  # fmt: skip
@@ -311,6 +355,15 @@ def main() -> None:
                 f"  {kind:<8} floor {floor:8.1f} jobs/s = {floor / bare:.3f} of bare; "
                 f"jobpulse = {jp / floor:.3f} of the floor"
             )
+
+    for kind, ceiling in ceilings.items():
+        bare, jp = next((row[2], row[3]) for row in rows if row[0] == kind)
+        print()
+        print("jobpulse set up but recording no run (the ceiling), same rounds:")
+        print(
+            f"  {kind:<8} ceiling {ceiling:8.1f} jobs/s = {ceiling / bare:.3f} of bare; "
+            f"jobpulse = {jp / ceiling:.3f} of the ceiling"
+        )
 
 
 if __name__ == "__main__":
