@@ -119,6 +119,31 @@ def test_the_rq_example_runs_as_its_readme_says(
     }
 
 
+@pytest.mark.parametrize("flags", [["--simple", "--burst"], ["--burst"]], ids=["simple", "fork"])
+def test_the_examples_worker_script_runs_both_worker_classes(
+    redis: Redis, workers: Workers, otlp: Receiver, flags: list[str]
+) -> None:
+    """``python worker.py [--simple]``: the same telemetry from a worker started in code."""
+    env = _env(otlp, "shop-rq")
+    subprocess.run(
+        [sys.executable, "enqueue.py"], cwd=EXAMPLE, env={**env, "OTEL_SERVICE_NAME": "shop-web"},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "worker.py", *flags], cwd=EXAMPLE, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = otlp.wait_for(lambda r: r.run_spans(EXPORT), what="the export's run span")
+    assert run.attributes["jobpulse.outcome"] == "success"
+    assert run.resource["service.name"] == "shop-rq"
+    assert set(_children(otlp, run)) == {"FetchOrders", "ExportOrders", "Upload"}
+    otlp.wait_for(lambda r: r.run_spans(REPORT) and r.run_spans(FLAKY), what="the other runs")
+    # the worker flushed its counts at exit (burst mode ends the process)
+    assert runs(otlp, EXPORT) == 1
+    assert runs(otlp, REPORT) == 1
+
+
 def test_the_readme_quick_start_is_the_examples_settings() -> None:
     """The README's RQ quick start: the same statements and command as examples/rq."""
     readme = (ROOT / "README.md").read_text()
