@@ -1,5 +1,5 @@
-"""One test per outcome: retry, job timeout, SIGKILLed horse, abandoned job, stopped job,
-and RQ's callbacks still running."""
+"""One test per outcome: retry, job timeout, SIGKILLed horse, abandoned job, a fork that
+failed, stopped job, and RQ's callbacks still running."""
 
 from __future__ import annotations
 
@@ -23,11 +23,22 @@ from .conftest import SIMPLE, Workers, linked_to, runs, send_span, wait_until
 pytestmark = pytest.mark.integration
 FAIL = "tests.integration.rq.jobs.fail"
 SLEEPY = "tests.integration.rq.jobs.sleepy"
+ADD = "tests.integration.rq.jobs.add"
 NO_GUARDRAILS = {"JOBPULSE_GUARDRAILS": '{"classify": false}'}
 
 
 def horse_pid(redis: Redis, job: Job) -> int:
     return int(wait_until(lambda: redis.get(f"test:pid:{job.id}"), what="the horse's pid"))
+
+
+def run_lines(otlp: Receiver, run: Any) -> list[str]:
+    """The ``run ...`` lines in a run's trace, once both have arrived."""
+    lines = otlp.wait_for(
+        lambda r: [x.body for x in r.logs if x.trace_id == run.trace_id and "run " in x.body]
+        if len([x for x in r.logs if x.trace_id == run.trace_id]) >= 2 else None,
+        what=f"the lines of run {run.span_id}",
+    )  # fmt: skip
+    return sorted(lines)
 
 
 def test_retry_attempts_count_from_one_then_stop(
@@ -95,12 +106,7 @@ def test_a_horse_killed_by_sigkill_is_lost_and_recorded_by_the_parent(
     assert linked_to(run, send_span(producer, job.id))
     # The worker started the run before the fork and ends that same span: both of the
     # run's lines are in its trace.
-    lines = otlp.wait_for(
-        lambda r: [x.body for x in r.logs if x.trace_id == run.trace_id and "run " in x.body]
-        if len([x for x in r.logs if x.trace_id == run.trace_id]) >= 2 else None,
-        what="the lost run's lines",
-    )  # fmt: skip
-    assert sorted(lines) == ["run finished", "run started"]
+    assert run_lines(otlp, run) == ["run finished", "run started"]
     # The worker advertises its capacity while it lives.
     otlp.wait_for(
         lambda r: any(
@@ -170,6 +176,30 @@ def test_a_job_abandoned_by_a_dead_worker_is_lost_when_rq_cleans_up(
     assert job.get_status() == "failed"
     otlp.wait_for(lambda r: runs(r, SLEEPY) >= 1, what="the abandoned run counted")
     assert runs(otlp, SLEEPY, **{"jobpulse.outcome": "lost", "jobpulse.action": "stop"}) == 1
+
+
+def test_a_fork_that_fails_is_an_error_recorded_by_the_worker(
+    redis: Redis, workers: Workers, otlp: Receiver, producer: Any
+) -> None:
+    """No horse, so no report, and RQ's started-registry cleanup skips the job (it never
+    became ``started``): the worker records the run it began before the fork."""
+    q = Queue("nofork", connection=redis)
+    job = q.enqueue(jobs.add, 1, 2)
+    proc = workers.start("nofork", env={"RQ_TEST_FORK_FAILS": "1"})
+    out, _ = proc.communicate(timeout=60)  # RQ's worker quits on the unhandled error
+    assert "Resource temporarily unavailable" in out
+
+    (run,) = otlp.wait_for(lambda r: r.run_spans(ADD))
+    assert run.attributes["jobpulse.outcome"] == "error"
+    assert run.attributes["jobpulse.action"] == "stop"
+    assert run.attributes["error.type"] == "BlockingIOError"
+    assert run.attributes["jobpulse.job.id"] == job.id
+    assert run.status_code == 2
+    assert linked_to(run, send_span(producer, job.id))
+    assert run_lines(otlp, run) == ["run finished", "run started"]
+    otlp.wait_for(lambda r: runs(r, ADD) >= 1, what="the run counted")
+    assert runs(otlp, ADD, **{"jobpulse.outcome": "error", "jobpulse.action": "stop"}) == 1
+    assert job.get_status() == "queued"  # RQ's own state is left to RQ
 
 
 def test_a_stopped_job_is_cancelled(

@@ -176,6 +176,32 @@ def record_unreported(
     )  # fmt: skip
 
 
+def record_fork_failure(
+    worker: Any, job: Any, queue: Any, run_id: str | None, exc: BaseException
+) -> None:
+    """The worker could not fork the horse of a run it started: the job never ran.
+
+    Nobody else records it. RQ marks a job ``started`` in the horse, so its
+    started-registry cleanup (and jobpulse's ``lost`` record there) skips it,
+    and RQ fails it later from its intermediate queue, retrying it if it has
+    retries left. Recorded here the same way: an ``error`` with the fork's
+    exception, on the run span begun before the fork."""
+    with _guard.never_raise("adapter.rq.fork"):
+        state = _runs.active.get(job.id)
+        if state is None or not state.before_fork or state.run is None:
+            return
+        state.before_fork = False
+        retries = getattr(job, "retries_left", None)
+        action = Action.RETRY if isinstance(retries, int) and retries > 0 else Action.STOP
+        _lifecycle.record_run(
+            state.job_name, system=_attrs.SYSTEM, outcome=Outcome.ERROR, action=action,
+            exc=exc, job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
+            started_at=state.run.started_at, producer=state.producer, kind=SpanKind.CONSUMER,
+            attributes=state.attrs, framework_budget=state.budget,
+            worker=getattr(worker, "name", None), span=state.run.span,
+        )  # fmt: skip
+
+
 def record_spawned(
     worker: Any, job: Any, queue: Any, state: _runs.RunState, started_at: float,
     run_id: str | None,

@@ -177,9 +177,17 @@ def fork_work_horse(original: Callable[..., Any]) -> Callable[..., Any]:
     (:func:`._runs.begin_before_fork`)."""
 
     def fork(self: Any, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.__dict__.get(_REPORT_FD) is not None:  # the parent of a jobpulse horse
-            _runs.begin_before_fork(self, job, queue, self.__dict__.get(_EXEC_ID))
-        return original(self, job, queue, *args, **kwargs)
+        if self.__dict__.get(_REPORT_FD) is None:  # not the parent of a jobpulse horse
+            return original(self, job, queue, *args, **kwargs)
+        run_id = self.__dict__.get(_EXEC_ID)
+        _runs.begin_before_fork(self, job, queue, run_id)
+        pid = os.getpid()
+        try:
+            return original(self, job, queue, *args, **kwargs)
+        except OSError as exc:  # os.fork() failed: no horse, so nobody else records it
+            if os.getpid() == pid:
+                _horse.record_fork_failure(self, job, queue, run_id, exc)
+            raise
 
     return fork
 
