@@ -20,6 +20,8 @@ the contract's per-run telemetry written straight against the SDK, and
 any per-run telemetry on top of jobpulse and the SDK could reach at best.
 Bare and jobpulse rounds alternate; the table shows medians of the rounds
 and the ratio of the medians (machines are noisy: compare ratios, not times).
+CPU per job (the worker's threads and its reaped horses) is printed too: what
+each mode costs the machine, less swayed by other tenants than throughput.
 """
 
 from __future__ import annotations
@@ -185,6 +187,18 @@ def record_nothing() -> None:
     _worker.execute_job = execute_job
 
 
+def _cpu_seconds() -> float:
+    """CPU of the worker (all its threads) and of its reaped work horses: what the
+    machine pays per job, less swayed by other tenants than wall time."""
+    import resource
+
+    me, horses = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + horses.ru_utime + horses.ru_stime
+
+
 def measure(kind: str, mode: str, jobs: int) -> None:
     if mode in ("jobpulse", "idle"):
         import jobpulse
@@ -208,6 +222,7 @@ def measure(kind: str, mode: str, jobs: int) -> None:
     if mode == "floor":
         base = contract_floor(base)
     drained: list[float] = []
+    cpu: list[float] = []
 
     class Timed(base):  # type: ignore[misc, valid-type]
         """Notes when the queue is drained: the worker's shutdown (and jobpulse's final
@@ -215,12 +230,15 @@ def measure(kind: str, mode: str, jobs: int) -> None:
 
         def teardown(self) -> None:
             drained.append(time.perf_counter())
+            cpu.append(_cpu_seconds())
             super().teardown()
 
     worker = Timed([queue], connection=redis)
+    cpu_started = _cpu_seconds()
     started = time.perf_counter()
     worker.work(burst=True, logging_level="WARNING")
     seconds = drained[0] - started
+    cpu_seconds = cpu[0] - cpu_started
     done = queue.finished_job_registry.count
     ids = queue.finished_job_registry.get_job_ids()
     for start in range(0, len(ids), 500):  # clean up after itself (other runs share db 2)
@@ -230,7 +248,8 @@ def measure(kind: str, mode: str, jobs: int) -> None:
     if keys:
         redis.delete(*keys)
     redis.srem("rq:queues", queue.key)
-    print(json.dumps({"seconds": seconds, "jobs": done, "enqueue_seconds": enqueue_seconds}))
+    print(json.dumps({"seconds": seconds, "jobs": done, "enqueue_seconds": enqueue_seconds,
+                      "cpu_seconds": cpu_seconds}))  # fmt: skip
 
 
 def run_child(kind: str, mode: str, jobs: int, endpoint: str) -> dict[str, float]:
@@ -292,6 +311,7 @@ def main() -> None:
         rows = []
         floors: dict[str, float] = {}
         ceilings: dict[str, float] = {}
+        cpu: dict[str, dict[str, float]] = {}  # kind -> mode -> median CPU ms per job
         for kind in kinds:
             jobs = args.jobs if kind == "simple" else args.fork_jobs
             # the floor is SimpleWorker's: a horse would need a flush of its own per job
@@ -301,12 +321,14 @@ def main() -> None:
                      *(("idle",) if ceiling else ()), "jobpulse")  # fmt: skip
             rates: dict[str, list[float]] = {m: [] for m in modes}
             enqueue: dict[str, list[float]] = {m: [] for m in modes}
+            cpu_ms: dict[str, list[float]] = {m: [] for m in modes}
             for round_ in range(args.rounds):
                 order = modes if round_ % 2 == 0 else tuple(reversed(modes))
                 for mode in order:
                     r = run_child(kind, mode, jobs, endpoint)
                     rates[mode].append(jobs / r["seconds"])
                     enqueue[mode].append(r["enqueue_seconds"] / jobs * 1e6)
+                    cpu_ms[mode].append(r["cpu_seconds"] / jobs * 1e3)
                     print(
                         f"  {kind:6} {mode:8} round {round_ + 1}: {rates[mode][-1]:8.1f} jobs/s",
                         file=sys.stderr, flush=True,
@@ -314,6 +336,7 @@ def main() -> None:
             bare, jp = statistics.median(rates["bare"]), statistics.median(rates["jobpulse"])
             ratios = [j / b for b, j in zip(rates["bare"], rates["jobpulse"], strict=True)]
             sdk = statistics.median(rates["sdk"]) if args.sdk else None
+            cpu[kind] = {m: statistics.median(v) for m, v in cpu_ms.items()}
             if floor:
                 floors[kind] = statistics.median(rates["floor"])
             if ceiling:
@@ -370,6 +393,16 @@ def main() -> None:
             f"  {kind:<8} ceiling {ceiling:8.1f} jobs/s = {ceiling / bare:.3f} of bare; "
             f"jobpulse = {jp / ceiling:.3f} of the ceiling"
         )
+
+    print()
+    print("CPU per job (the worker's threads and its work horses; not Redis or the sink):")
+    for kind, by_mode in cpu.items():
+        bare_ms = by_mode["bare"]
+        others = ", ".join(
+            f"{mode} {ms:.3f} ms (+{ms - bare_ms:.3f})" for mode, ms in by_mode.items()
+            if mode != "bare"
+        )  # fmt: skip
+        print(f"  {kind:<8} bare {bare_ms:.3f} ms; {others}")
 
 
 if __name__ == "__main__":
