@@ -160,20 +160,17 @@ def record_nothing() -> None:
     jobpulse and the SDK in a forking worker costs before any telemetry is written. No
     design of per-run telemetry on top of them can beat it."""
     from jobpulse import _runtime
-    from jobpulse.adapters.rq import _fork, _worker
+    from jobpulse.adapters.rq import _worker
 
     def execute_job(original: Any) -> Any:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
             rt = _runtime.get()
             assert rt is not None
-            _runtime.defer_child_metrics = True
-            saved = _fork.keep_instance(_worker._instance.get("id"), rt.providers.each())
-            _worker._instance["kept"] = bool(saved)
+            saved = _worker.prepare_fork(rt)  # what the real execute_job does around it
             try:
                 return original(self, *args, **kwargs)
             finally:
-                _runtime.defer_child_metrics = False
-                _fork.restore(saved)
+                _worker.end_fork(saved)
 
         return execute
 

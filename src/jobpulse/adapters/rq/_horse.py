@@ -164,9 +164,7 @@ def record_unreported(
         attrs["rq.work_horse.signal"] = signal
     # the run span this worker started before the fork, if it did: its trace has the
     # run started line, and whatever the horse exported before it died
-    begun = state.run.span if state.before_fork and state.run is not None else None
-    if begun is not None:
-        state.before_fork = False
+    begun = _runs.take_begun_span(state)
     _lifecycle.record_run(
         state.job_name, system=_attrs.SYSTEM, outcome=outcome, action=action,
         job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
@@ -176,9 +174,7 @@ def record_unreported(
     )  # fmt: skip
 
 
-def record_fork_failure(
-    worker: Any, job: Any, queue: Any, run_id: str | None, exc: BaseException
-) -> None:
+def record_fork_failure(worker: Any, job: Any, run_id: str | None, exc: BaseException) -> None:
     """The worker could not fork the horse of a run it started: the job never ran.
 
     Nobody else records it. RQ marks a job ``started`` in the horse, so its
@@ -188,17 +184,17 @@ def record_fork_failure(
     exception, on the run span begun before the fork."""
     with _guard.never_raise("adapter.rq.fork"):
         state = _runs.active.get(job.id)
-        if state is None or not state.before_fork or state.run is None:
+        run = state.run if state is not None else None
+        if state is None or run is None or _runs.take_begun_span(state) is None:
             return
-        state.before_fork = False
         retries = getattr(job, "retries_left", None)
         action = Action.RETRY if isinstance(retries, int) and retries > 0 else Action.STOP
         _lifecycle.record_run(
             state.job_name, system=_attrs.SYSTEM, outcome=Outcome.ERROR, action=action,
             exc=exc, job_id=job.id, run_id=run_id, attempt=state.attempt, queue=state.queue,
-            started_at=state.run.started_at, producer=state.producer, kind=SpanKind.CONSUMER,
+            started_at=run.started_at, producer=state.producer, kind=SpanKind.CONSUMER,
             attributes=state.attrs, framework_budget=state.budget,
-            worker=getattr(worker, "name", None), span=state.run.span,
+            worker=getattr(worker, "name", None), span=run.span,
         )  # fmt: skip
 
 

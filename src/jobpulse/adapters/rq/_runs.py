@@ -151,14 +151,21 @@ def begin_before_fork(worker: Any, job: Any, queue: Any, run_id: str | None) -> 
     if state is None or rt is None:
         return
     with _guard.never_raise("adapter.rq.begin"):
-        # Not when it would take unpickling the job (RQ's worker never does): the
-        # horse starts the run then, as for any worker.
         name = _attrs.job_name_without_unpickling(job)
         if name is None or (rt.settings.record_args and rt.settings.args_allowed(name)):
             return
         describe(job, queue, state, name)
         state.run = _start(worker, job, state, run_id, record_metrics=False, here=False)
         state.before_fork = state.run is not None
+
+
+def take_begun_span(state: RunState) -> Any:
+    """The run span this worker began before the fork, for the one who records the run
+    here instead of its horse (once: the horse no longer owns it), or None."""
+    if not state.before_fork or state.run is None:
+        return None
+    state.before_fork = False
+    return state.run.span
 
 
 def begin(

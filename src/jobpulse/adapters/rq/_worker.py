@@ -147,22 +147,19 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
         completed = False
         saved: list[Any] = []
         if read is not None:
-            _runtime.defer_child_metrics = True  # the horse's counts come back here
-            with _guard.never_raise("adapter.rq.parent"):
-                saved = _fork.keep_instance(_instance.get("id"), rt.providers.each())
-            _instance["kept"] = bool(saved)
+            saved = prepare_fork(rt)
         try:
             result = original(self, job, queue, *args, **kwargs)
             completed = True
             return result
         finally:
-            _runtime.defer_child_metrics = False
-            _fork.restore(saved)
+            end_fork(saved)
             self.__dict__.pop(_REPORT_FD, None)
             _runs.active.pop(job.id, None)
             if not completed:
                 # A cold shutdown took the horse down: RQ leaves the job in its started
-                # registry and its cleanup reports it as abandoned (lost) later.
+                # registry and its cleanup reports it as abandoned (lost) later. (A fork
+                # that failed was recorded where it failed, in fork_work_horse.)
                 _horse.close(read, write)
             elif read is not None:
                 _account(self, job, queue, state, started, read, write)
@@ -170,6 +167,22 @@ def execute_job(original: Callable[..., Any]) -> Callable[..., Any]:
                 _horse.record_spawned(self, job, queue, state, started, self.__dict__.get(_EXEC_ID))
 
     return execute
+
+
+def prepare_fork(rt: _runtime.Runtime) -> list[Any]:
+    """Before a horse's fork: its counts come back to this worker (no MeterProvider
+    in the horse), and it keeps this worker's instance id. Undone by :func:`end_fork`."""
+    _runtime.defer_child_metrics = True
+    saved: list[Any] = []
+    with _guard.never_raise("adapter.rq.parent"):
+        saved = _fork.keep_instance(_instance.get("id"), rt.providers.each())
+    _instance["kept"] = bool(saved)
+    return saved
+
+
+def end_fork(saved: list[Any]) -> None:
+    _runtime.defer_child_metrics = False
+    _fork.restore(saved)
 
 
 def fork_work_horse(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -186,7 +199,7 @@ def fork_work_horse(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, job, queue, *args, **kwargs)
         except OSError as exc:  # os.fork() failed: no horse, so nobody else records it
             if os.getpid() == pid:
-                _horse.record_fork_failure(self, job, queue, run_id, exc)
+                _horse.record_fork_failure(self, job, run_id, exc)
             raise
 
     return fork
